@@ -1,0 +1,40 @@
+"""zhiku: python app.py [--host H] [--port P] [--data-dir D] opens the web UI."""
+
+from offline import enforce_offline
+
+enforce_offline()
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import threading  # noqa: E402
+
+from settings import Settings  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="zhiku 知库: local, offline question answering over your PDFs")
+    p.add_argument("--host", help="bind address (default 127.0.0.1, setting ZHIKU_HOST)")
+    p.add_argument("--port", type=int, help="port (default 7860, setting ZHIKU_PORT)")
+    p.add_argument("--data-dir", help="data directory (default ./data, setting ZHIKU_DATA_DIR)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    overrides = {k: v for k, v in {"host": args.host, "port": args.port, "data_dir": args.data_dir}.items() if v}
+    settings = Settings(**overrides)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from services import build_services
+    from ui.web import ZhikuUI, launch
+
+    services = build_services(settings, keep_uploads=True)
+    threading.Thread(target=services.ingestor.recover, name="zhiku-recover", daemon=True).start()
+    if settings.preload_llm:
+        services.generator.warm_up()
+    print(f"zhiku: data in {settings.data_dir.resolve()}; open http://{settings.host}:{settings.port}")
+    launch(ZhikuUI(services).build(), settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Files -> pages -> chunks -> store. ``python -m ingest`` is the headless command."""

@@ -1,0 +1,142 @@
+"""The headless ingest command: progress on stderr, a summary table or JSON on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+
+from ingest.pipeline import IngestReport, Progress, SourceFile
+
+EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
+
+
+def collect_sources(paths: Sequence[str]) -> tuple[list[SourceFile], list[str]]:
+    """Files as given, and folders searched recursively for *.pdf (any case); returns sources and errors."""
+    sources: list[SourceFile] = []
+    errors: list[str] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == ".pdf")
+            if not found:
+                print(f"warning: {raw}: folder holds no .pdf files", file=sys.stderr)
+            sources.extend(SourceFile(p, p.name) for p in found)
+        elif path.is_file():
+            sources.append(SourceFile(path, path.name))
+        else:
+            errors.append(f"{raw}: no such file or folder")
+    return sources, errors
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m ingest",
+        description="Ingest PDF files and folders (recursively, *.pdf) into zhiku's document store.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="PDF files or folders")
+    p.add_argument("--data-dir", help="data directory (default: setting ZHIKU_DATA_DIR, else ./data)")
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+class _Bars:
+    """tqdm bars on stderr: one over the files, one over the current file's pages, then chunks."""
+
+    def __init__(self, enabled: bool, file_count: int) -> None:
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self.enabled = enabled
+        self.files = tqdm(total=file_count, desc="files", unit="file", file=sys.stderr, disable=not enabled)
+        self.current = None
+        self.key: tuple[str, str] | None = None
+
+    def __call__(self, event: Progress) -> None:
+        if not self.enabled:
+            return
+        if event.phase == "done":
+            self.files.update(1)
+            return
+        key = (event.file, event.phase)
+        if key != self.key:
+            if self.current is not None:
+                self.current.close()
+            unit = "page" if event.phase == "pages" else "chunk"
+            label = f"{event.file[:40]} {event.phase}"
+            self.current = self._tqdm(total=event.total, desc=label, unit=unit, file=sys.stderr, leave=False)
+            self.key = key
+        self.current.total = event.total
+        self.current.n = event.done
+        self.current.refresh()
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.close()
+        self.files.close()
+
+
+def format_table(report: IngestReport) -> str:
+    rows = [("file", "status", "pages", "chunks", "reason")]
+    rows += [(f.file, f.status, str(f.pages), str(f.chunks), f.reason or "") for f in report.files]
+    widths = [max(_width(r[i]) for r in rows) for i in range(4)]
+    lines = []
+    for row in rows:
+        cells = [row[i] + " " * (widths[i] - _width(row[i])) for i in range(4)]
+        lines.append("  ".join(cells + [row[4]]).rstrip())
+    totals = report.totals()
+    lines.append(
+        f"\n{totals['files']} file(s): {totals['ingested']} ingested, {totals['updated']} updated, "
+        f"{totals['unchanged']} unchanged, {totals['rejected']} rejected; "
+        f"{totals['pages']} pages, {totals['chunks']} chunks in {totals['seconds']} s"
+    )
+    return "\n".join(lines)
+
+
+def _width(text: str) -> int:
+    """Display width in a terminal: wide (CJK) characters take two columns."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_USAGE if exc.code else EXIT_OK
+    from settings import Settings
+
+    settings = Settings(data_dir=args.data_dir) if args.data_dir else Settings()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    sources, errors = collect_sources(args.paths)
+    if errors:
+        for error in errors:
+            print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if not sources:
+        print("error: no PDF files found in the given paths", file=sys.stderr)
+        return EXIT_USAGE
+
+    from services import build_services
+
+    services = build_services(settings)
+    try:
+        recovered = services.ingestor.recover()
+        bars = _Bars(enabled=not args.quiet, file_count=len(sources))
+        try:
+            report = services.ingestor.ingest(sources, progress=bars)
+        finally:
+            bars.close()
+    finally:
+        services.close()
+    if recovered.files:
+        print(f"resumed {len(recovered.files)} interrupted ingest(s) first", file=sys.stderr)
+    if args.json:
+        print(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(format_table(report))
+    return EXIT_OK if report.ok else EXIT_REJECTED

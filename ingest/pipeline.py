@@ -1,0 +1,278 @@
+"""Ingest files into the store: parse ahead in one thread while the caller's thread embeds and stores.
+
+Crash safety: a document's registry row is set to ``ingesting`` before its chunks are written and to
+``ingested`` after; chunk ids are ``sha256:index`` and written with upsert, so re-running after a crash
+rewrites the same ids and then drops the chunks of any older version. Deleting marks ``deleting`` first.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import shutil
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ingest.chunker import Chunk, Chunker
+from ingest.pdf_reader import PdfDocument, RejectedFile, read_pdf
+from rag.registry import DELETING, INGESTED, INGESTING, REJECTED, Registry
+from rag.store import ChunkStore
+
+log = logging.getLogger(__name__)
+
+INGESTED_NEW, UNCHANGED, UPDATED, REJECTED_STATUS = "ingested", "unchanged", "updated", "rejected"
+
+
+@dataclass
+class FileResult:
+    file: str
+    status: str
+    reason: str | None = None
+    pages: int = 0
+    chunks: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class IngestReport:
+    files: list[FileResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(f.status != REJECTED_STATUS for f in self.files)
+
+    def totals(self) -> dict[str, int | float]:
+        counts = {s: 0 for s in (INGESTED_NEW, UPDATED, UNCHANGED, REJECTED_STATUS)}
+        for f in self.files:
+            counts[f.status] += 1
+        return {
+            "files": len(self.files),
+            **counts,
+            "pages": sum(f.pages for f in self.files),
+            "chunks": sum(f.chunks for f in self.files),
+            "seconds": round(self.seconds, 2),
+        }
+
+    def as_dict(self) -> dict:
+        return {"files": [f.as_dict() for f in self.files], "totals": self.totals()}
+
+
+@dataclass(frozen=True)
+class Progress:
+    """``phase`` is ``pages`` (reading), ``chunks`` (embedding and storing) or ``done`` for ``file_index``."""
+
+    file: str
+    file_index: int
+    file_count: int
+    phase: str
+    done: int
+    total: int
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: Path
+    name: str  # the name the document is known by (a file name, possibly Chinese)
+
+
+@dataclass
+class _Parsed:
+    position: int
+    source: SourceFile
+    document: PdfDocument | None = None
+    chunks: list[Chunk] | None = None
+    result: FileResult | None = None  # set when nothing is left to store
+
+
+class Ingestor:
+    def __init__(
+        self,
+        store: ChunkStore,
+        registry: Registry,
+        chunker: Chunker,
+        max_bytes: int,
+        batch_size: int = 32,
+        keep_dir: Path | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.chunker = chunker
+        self.max_bytes = max_bytes
+        self.batch_size = batch_size
+        self.keep_dir = keep_dir  # when set, accepted files are copied here (UI uploads)
+        self._lock = threading.Lock()  # one ingest or delete at a time
+
+    # -- public -----------------------------------------------------------------------------------------
+
+    def ingest(self, sources: Sequence[SourceFile], progress: ProgressFn | None = None) -> IngestReport:
+        started = time.perf_counter()
+        report = IngestReport(files=[None] * len(sources))  # type: ignore[list-item]
+        notify = progress or (lambda _p: None)
+        with self._lock:
+            parsed: queue.Queue[_Parsed | None] = queue.Queue(maxsize=2)
+            reader = threading.Thread(
+                target=self._parse_all, args=(sources, parsed, notify), name="zhiku-parse", daemon=True
+            )
+            reader.start()
+            while (item := parsed.get()) is not None:
+                if item.result is None:
+                    item.result = self._store(item, len(sources), notify)
+                report.files[item.position] = item.result
+                notify(Progress(item.result.file, item.position, len(sources), "done", 1, 1))
+                log.info("%s: %s %s", item.result.file, item.result.status, item.result.reason or "")
+            reader.join()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def delete(self, name: str) -> bool:
+        """Remove a document and its chunks; False when it is not known."""
+        with self._lock:
+            record = self.registry.get(name)
+            if record is None:
+                return False
+            self.registry.set_status(name, DELETING)
+            self._finish_delete(name, record.path)
+            return True
+
+    def recover(self, progress: ProgressFn | None = None) -> IngestReport:
+        """Finish what a crash interrupted: pending deletes, and ingests whose file is still there."""
+        pending: list[SourceFile] = []
+        with self._lock:
+            for record in self.registry.all():
+                if record.status == DELETING:
+                    log.info("finishing the interrupted delete of %s", record.name)
+                    self._finish_delete(record.name, record.path)
+                elif record.status == INGESTING:
+                    if record.path and Path(record.path).is_file():
+                        pending.append(SourceFile(Path(record.path), record.name))
+                    else:
+                        self.store.delete_source(record.name)
+                        self.registry.put(
+                            record.name,
+                            REJECTED,
+                            reason="ingest was interrupted and the file is gone; add it again",
+                        )
+        if not pending:
+            return IngestReport()
+        log.info("resuming %d interrupted ingest(s)", len(pending))
+        return self.ingest(pending, progress)
+
+    # -- reading (background thread) ----------------------------------------------------------------------
+
+    def _parse_all(self, sources: Sequence[SourceFile], out: queue.Queue, notify: ProgressFn) -> None:
+        seen: dict[str, int] = {}
+        try:
+            for position, source in enumerate(sources):
+                item = _Parsed(position, source)
+                try:
+                    if source.name in seen:
+                        raise RejectedFile(f"another file named {source.name!r} is in the same batch")
+                    seen[source.name] = position
+                    self._parse(item, lambda done, total, p=position, n=source.name: notify(
+                        Progress(n, p, len(sources), "pages", done, total)))
+                    if item.document is not None:
+                        pages = item.document.page_count
+                        notify(Progress(source.name, position, len(sources), "pages", pages, pages))
+                except RejectedFile as exc:
+                    item.result = self._rejected(source.name, exc.reason)
+                except Exception as exc:  # noqa: BLE001 - one file's failure must not stop the others
+                    log.exception("unexpected error reading %s", source.path)
+                    item.result = self._rejected(source.name, f"could not be read ({type(exc).__name__}: {exc})")
+                out.put(item)
+        finally:
+            out.put(None)
+
+    def _parse(self, item: _Parsed, on_page: Callable[[int, int], None]) -> None:
+        document = read_pdf(item.source.path, self.max_bytes, name=item.source.name, on_page=on_page)
+        record = self.registry.get(document.name)
+        if record and record.status == INGESTED and record.sha256 == document.sha256:
+            item.result = FileResult(document.name, UNCHANGED, None, record.pages, record.chunks)
+            return
+        twin = self.registry.find_by_sha(document.sha256)
+        if twin and twin.name != document.name:
+            item.result = FileResult(
+                document.name, UNCHANGED, f"same content as {twin.name!r}, already indexed", twin.pages, 0
+            )
+            return
+        item.document = document
+        item.chunks = self.chunker.split_document(document)
+
+    def _rejected(self, name: str, reason: str) -> FileResult:
+        """Record a refusal; a document already indexed under this name keeps its previous version."""
+        record = self.registry.get(name)
+        if record is None or record.status == REJECTED:
+            self.registry.put(name, REJECTED, reason=reason)
+        else:
+            reason = f"{reason} (the previously indexed version is kept)"
+        return FileResult(name, REJECTED_STATUS, reason)
+
+    # -- storing (caller's thread) ------------------------------------------------------------------------
+
+    def _store(self, item: _Parsed, file_count: int, notify: ProgressFn) -> FileResult:
+        document, chunks = item.document, item.chunks or []
+        assert document is not None
+        previous = self.registry.get(document.name)
+        updating = previous is not None and previous.status in (INGESTED, INGESTING) and previous.sha256
+        path = self._keep_copy(document) if self.keep_dir else document.path
+        self.registry.put(
+            document.name,
+            INGESTING,
+            sha256=document.sha256,
+            size=document.size,
+            pages=document.page_count,
+            chunks=len(chunks),
+            path=str(path.resolve()),
+        )
+        for start in range(0, len(chunks), self.batch_size):
+            batch = chunks[start : start + self.batch_size]
+            self.store.add([c.text for c in batch], [c.metadata() for c in batch], [c.id for c in batch])
+            notify(Progress(document.name, item.position, file_count, "chunks", start + len(batch), len(chunks)))
+        self.store.delete_source(document.name, keep_sha256=document.sha256)
+        self.registry.put(
+            document.name,
+            INGESTED,
+            sha256=document.sha256,
+            size=document.size,
+            pages=document.page_count,
+            chunks=len(chunks),
+            path=str(path.resolve()),
+        )
+        if updating and previous and previous.path and previous.path != str(path.resolve()):
+            self._drop_copy(previous.path)
+        status = UPDATED if updating and previous and previous.sha256 != document.sha256 else INGESTED_NEW
+        return FileResult(document.name, status, None, document.page_count, len(chunks))
+
+    def _keep_copy(self, document: PdfDocument) -> Path:
+        assert self.keep_dir is not None
+        target = self.keep_dir / document.sha256[:16] / document.name
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".part")
+            shutil.copyfile(document.path, partial)
+            partial.replace(target)
+        return target
+
+    def _drop_copy(self, path: str | None) -> None:
+        if not (self.keep_dir and path):
+            return
+        copy = Path(path)
+        if self.keep_dir.resolve() in copy.resolve().parents and copy.is_file():
+            copy.unlink()
+            try:
+                copy.parent.rmdir()
+            except OSError:
+                pass
+
+    def _finish_delete(self, name: str, path: str | None) -> None:
+        self.store.delete_source(name)
+        self._drop_copy(path)
+        self.registry.remove(name)

@@ -1,0 +1,1 @@
+"""Loaded models: the embedder and the chat generator. Imports neither rag nor ingest."""

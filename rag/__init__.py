@@ -1,0 +1,1 @@
+"""The store, retrieval, prompts and the question-answering flow with citations."""

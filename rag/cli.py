@@ -1,0 +1,117 @@
+"""The headless question command (and document listing/removal)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m rag", description="Ask zhiku questions about your documents.")
+    p.add_argument("--data-dir", help="data directory (default: setting ZHIKU_DATA_DIR, else ./data)")
+    sub = p.add_subparsers(dest="command", required=True)
+    ask = sub.add_parser("ask", help="answer a question from the indexed documents")
+    ask.add_argument("question")
+    ask.add_argument("--k", type=int, default=None, help="chunks to retrieve (default: setting top_k, 5)")
+    ask.add_argument("--retrieve-only", action="store_true", help="skip generation; answer is null")
+    ask.add_argument("--json", action="store_true", help="print a machine-readable result")
+    ask.add_argument("--max-new-tokens", type=int, default=None, help="longest answer in tokens")
+    ask.add_argument("--temperature", type=float, default=None, help="sampling temperature, 0 = greedy")
+    ls = sub.add_parser("list", help="list the indexed documents")
+    ls.add_argument("--json", action="store_true")
+    rm = sub.add_parser("delete", help="remove a document and its chunks")
+    rm.add_argument("name", help="document name as listed")
+    for command in (ask, ls, rm):
+        command.add_argument("--data-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_USAGE if exc.code else EXIT_OK
+    if args.command == "ask" and args.k is not None and not 1 <= args.k <= 50:
+        print("error: --k must be between 1 and 50", file=sys.stderr)
+        return EXIT_USAGE
+    from settings import Settings
+
+    overrides = {"data_dir": args.data_dir} if args.data_dir else {}
+    if args.command == "ask":
+        if args.max_new_tokens is not None:
+            overrides["max_new_tokens"] = args.max_new_tokens
+        if args.temperature is not None:
+            overrides["temperature"] = args.temperature
+    settings = Settings(**overrides)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    from services import build_services
+
+    services = build_services(settings)
+    try:
+        if args.command == "list":
+            return _list(services, args.json)
+        if args.command == "delete":
+            if services.ingestor.delete(args.name):
+                print(f"deleted {args.name}")
+                return EXIT_OK
+            print(f"error: no document named {args.name!r}", file=sys.stderr)
+            return EXIT_ERROR
+        return _ask(services, args)
+    finally:
+        services.close()
+
+
+def _ask(services, args) -> int:
+    try:
+        if args.json or args.retrieve_only:
+            answer = services.qa.ask(args.question, k=args.k, generate=not args.retrieve_only)
+        else:
+            answer = None
+            printed = 0
+            for answer in services.qa.stream(args.question, k=args.k):
+                if answer.text and answer.grounded:
+                    sys.stdout.write(answer.text[printed:])
+                    sys.stdout.flush()
+                    printed = len(answer.text)
+            if answer and answer.text and not answer.grounded:
+                print(answer.text)
+            else:
+                print()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(answer.as_dict(), ensure_ascii=False, indent=2))
+        return EXIT_OK
+    if args.retrieve_only:
+        print("(retrieval only: no answer generated)")
+    if answer.sources:
+        print("\nSources:")
+        for i, source in enumerate(answer.sources, 1):
+            snippet = " ".join(source.text.split())[:100]
+            print(f"  [{i}] {source.file}, page {source.page} (score {source.score:.2f}): {snippet}")
+    for note in answer.notes:
+        print(f"note: {note}")
+    return EXIT_OK
+
+
+def _list(services, as_json: bool) -> int:
+    records = services.registry.all()
+    if as_json:
+        rows = [
+            {"file": r.name, "status": r.status, "pages": r.pages, "chunks": r.chunks, "reason": r.reason}
+            for r in records
+        ]
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+    elif not records:
+        print("no documents")
+    else:
+        for r in records:
+            print(f"{r.name}\t{r.status}\t{r.pages} pages\t{r.chunks} chunks\t{r.reason or ''}")
+    return EXIT_OK

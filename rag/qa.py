@@ -1,0 +1,134 @@
+"""The question-answering flow: retrieve, decide whether there is anything to answer from, generate."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+from models.lazy import LazyModel
+from models.llm import Generator, SamplingParams
+from rag.prompts import NO_DOCUMENTS, NOTHING_RELEVANT, detect_language, fit_prompt
+from rag.retriever import Retriever
+from rag.store import StoredChunk
+
+
+@dataclass(frozen=True)
+class Source:
+    file: str
+    page: int
+    score: float
+    text: str
+
+    @classmethod
+    def of(cls, chunk: StoredChunk) -> Source:
+        return cls(chunk.file, chunk.page, chunk.score, chunk.text)
+
+
+@dataclass
+class Answer:
+    """Grows while streaming: ``text`` gains tokens until ``done``."""
+
+    question: str
+    language: str
+    text: str | None = None
+    sources: list[Source] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    grounded: bool = False  # True when the text was generated from retrieved chunks
+    done: bool = False
+
+    def as_dict(self) -> dict:
+        return {
+            "answer": self.text,
+            "sources": [asdict(s) for s in self.sources],
+            "timings": {k: round(v, 2) for k, v in self.timings.items()},
+            "language": self.language,
+            "notes": self.notes,
+        }
+
+
+
+class QAService:
+    def __init__(
+        self,
+        retriever: Retriever,
+        generator: LazyModel[Generator],
+        params: SamplingParams,
+        top_k: int,
+        min_score: float,
+    ) -> None:
+        self.retriever = retriever
+        self.generator = generator
+        self.params = params
+        self.top_k = top_k
+        self.min_score = min_score
+
+    def ask(self, question: str, k: int | None = None, generate: bool = True) -> Answer:
+        answer = None
+        for answer in self.stream(question, k, generate):
+            pass
+        assert answer is not None
+        return answer
+
+    def stream(self, question: str, k: int | None = None, generate: bool = True) -> Iterator[Answer]:
+        question = question.strip()
+        if not question:
+            raise ValueError("The question is empty / 问题为空")
+        answer = Answer(question=question, language=detect_language(question))
+        started = time.perf_counter()
+        retrieval = self.retriever.retrieve(question, k or self.top_k)
+        answer.timings.update(embed_ms=retrieval.embed_ms, search_ms=retrieval.search_ms)
+
+        if not generate:
+            answer.sources = [Source.of(c) for c in retrieval.chunks]
+            answer.done = True
+            yield answer
+            return
+        relevant = [c for c in retrieval.chunks if c.score >= self.min_score]
+        if not retrieval.chunks or not relevant:
+            answer.text = (NO_DOCUMENTS if not retrieval.chunks else NOTHING_RELEVANT)[answer.language]
+            answer.done = True
+            yield answer
+            return
+
+        load_started = time.perf_counter()
+        generator = self.generator.get()
+        answer.timings["load_ms"] = (time.perf_counter() - load_started) * 1000
+        params = self.params
+        budget = generator.context_length - params.max_new_tokens
+        if budget < 64:
+            params = SamplingParams(**{**asdict(params), "max_new_tokens": generator.context_length // 2})
+            budget = generator.context_length - params.max_new_tokens
+        prompt = fit_prompt(
+            question, relevant, answer.language, generator.prompt_ids, generator.truncate_tokens, budget
+        )
+        if prompt.chunks_dropped:
+            answer.notes.append(f"{prompt.chunks_dropped} retrieved chunk(s) left out to fit the model's context")
+        if prompt.question_trimmed:
+            answer.notes.append("the question was longer than the model's context and was shortened")
+        answer.sources = [Source.of(c) for c in prompt.chunks]
+        answer.grounded = True
+        answer.text = ""
+        answer.timings["prompt_tokens"] = len(prompt.prompt_ids)
+        gen_started = time.perf_counter()
+        pieces = 0
+        for piece in generator.stream(prompt.prompt_ids, params):
+            if not piece:
+                continue
+            if pieces == 0:
+                answer.timings["first_token_ms"] = (time.perf_counter() - gen_started) * 1000
+            pieces += 1
+            answer.text += piece
+            yield answer
+        elapsed = time.perf_counter() - gen_started
+        tokens = generator.count_tokens(answer.text) if answer.text else 0
+        answer.text = answer.text.strip()
+        answer.timings.update(
+            generate_ms=elapsed * 1000,
+            answer_tokens=tokens,
+            tokens_per_s=tokens / elapsed if elapsed > 0 else 0.0,
+            total_ms=(time.perf_counter() - started) * 1000,
+        )
+        answer.done = True
+        yield answer

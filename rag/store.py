@@ -1,0 +1,86 @@
+"""The persisted Chroma collection of chunks (langchain-chroma over chromadb's PersistentClient)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from langchain_core.embeddings import Embeddings
+
+COLLECTION = "zhiku_chunks"
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    text: str
+    file: str
+    page: int
+    index: int
+    score: float
+
+
+class ChunkStore:
+    """Chunks with metadata ``source``, ``page``, ``chunk``, ``sha256``; ids are ``sha256:index``."""
+
+    def __init__(self, directory: Path, embeddings: Embeddings) -> None:
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
+        from langchain_chroma import Chroma
+
+        directory.mkdir(parents=True, exist_ok=True)
+        self._client = chromadb.PersistentClient(
+            path=str(directory), settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+        )
+        self._vectors = Chroma(
+            collection_name=COLLECTION,
+            embedding_function=embeddings,
+            client=self._client,
+            collection_metadata={"hnsw:space": "cosine"},
+        )
+        self._write_lock = threading.Lock()
+
+    def count(self) -> int:
+        return self._vectors._collection.count()
+
+    def add(self, texts: Sequence[str], metadatas: Sequence[dict], ids: Sequence[str]) -> None:
+        """Embed and upsert; the same ids again overwrite, so a re-run after a crash adds no duplicates."""
+        with self._write_lock:
+            self._vectors.add_texts(list(texts), metadatas=list(metadatas), ids=list(ids))
+
+    def ids_for(self, source: str) -> list[str]:
+        return self._vectors.get(where={"source": source}, include=[])["ids"]
+
+    def sources(self) -> set[str]:
+        """Every file name that has chunks in the store."""
+        metadatas = self._vectors.get(include=["metadatas"])["metadatas"]
+        return {m["source"] for m in metadatas if m and "source" in m}
+
+    def delete_source(self, source: str, keep_sha256: str | None = None) -> int:
+        """Delete the chunks of ``source`` (except those of version ``keep_sha256``); returns how many."""
+        if keep_sha256 is None:
+            where: dict = {"source": source}
+        else:
+            where = {"$and": [{"source": source}, {"sha256": {"$ne": keep_sha256}}]}
+        with self._write_lock:
+            ids = self._vectors.get(where=where, include=[])["ids"]
+            if ids:
+                self._vectors.delete(ids=ids)
+        return len(ids)
+
+    def search_by_vector(self, vector: list[float], k: int) -> list[StoredChunk]:
+        """The ``k`` nearest chunks, best first, with cosine similarity as ``score``."""
+        if self.count() == 0:
+            return []
+        hits = self._vectors.similarity_search_by_vector_with_relevance_scores(vector, k=k)
+        return [
+            StoredChunk(
+                text=doc.page_content,
+                file=str(doc.metadata.get("source", "?")),
+                page=int(doc.metadata.get("page", 0)),
+                index=int(doc.metadata.get("chunk", 0)),
+                score=round(1.0 - float(distance), 4),  # cosine space: distance = 1 - similarity
+            )
+            for doc, distance in hits
+        ]

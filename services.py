@@ -1,0 +1,74 @@
+"""The one place where zhiku is wired: ``build_services(settings)`` for app.py, both CLIs and the tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ingest.chunker import Chunker
+from ingest.pipeline import Ingestor
+from models.device import resolve_device
+from models.embedder import Embedder
+from models.lazy import LazyModel
+from models.llm import Generator, LlmSpec, SamplingParams
+from rag.qa import QAService
+from rag.registry import Registry
+from rag.retriever import Retriever
+from rag.store import ChunkStore
+from settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    embedder: Embedder
+    registry: Registry
+    store: ChunkStore
+    ingestor: Ingestor
+    generator: LazyModel[Generator]
+    qa: QAService
+
+    def close(self) -> None:
+        self.generator.unload()
+        self.registry.close()
+
+
+def llm_spec(settings: Settings) -> LlmSpec:
+    return LlmSpec(
+        model=settings.llm_model,
+        gguf_file=settings.llm_gguf_file,
+        quantization=settings.quantization,
+        device=settings.device,
+        cache_dir=settings.cache_dir,
+    )
+
+
+def sampling_params(settings: Settings) -> SamplingParams:
+    return SamplingParams(
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        repetition_penalty=settings.repetition_penalty,
+        max_new_tokens=settings.max_new_tokens,
+    )
+
+
+def build_services(settings: Settings, *, keep_uploads: bool = False) -> Services:
+    """Open the store and registry, load the embedder; the chat model loads on first use."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    embedder = Embedder(settings.embed_model, resolve_device(settings.device), settings.embed_batch_size)
+    registry = Registry(settings.registry_path)
+    store = ChunkStore(settings.chroma_dir, embedder)
+    chunker = Chunker(settings.chunk_size, settings.chunk_overlap, embedder.count_tokens, embedder.max_tokens - 2)
+    ingestor = Ingestor(
+        store,
+        registry,
+        chunker,
+        max_bytes=int(settings.max_file_mb * 1_000_000),
+        batch_size=settings.embed_batch_size,
+        keep_dir=settings.uploads_dir if keep_uploads else None,
+    )
+    spec = llm_spec(settings)
+    generator: LazyModel[Generator] = LazyModel("chat model", lambda: Generator(spec))
+    qa = QAService(
+        Retriever(store, embedder), generator, sampling_params(settings), settings.top_k, settings.min_score
+    )
+    return Services(settings, embedder, registry, store, ingestor, generator, qa)

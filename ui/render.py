@@ -1,0 +1,64 @@
+"""Text and HTML the UI shows: sources, the documents table, ingest summaries."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+from ingest.pipeline import IngestReport
+from rag.qa import Answer, Source
+from rag.registry import INGESTED, INGESTING, REJECTED, DocumentRecord
+
+TABLE_HEADERS = ["Document / 文档", "Pages / 页数", "Chunks / 块数", "Status / 状态", "Reason / 原因"]
+
+_STATUS = {
+    INGESTED: "ingested / 已索引",
+    REJECTED: "rejected / 已拒绝",
+    INGESTING: "interrupted / 未完成",
+    "deleting": "deleting / 删除中",
+}
+
+
+def document_rows(records: Sequence[DocumentRecord]) -> list[list]:
+    return [[r.name, r.pages, r.chunks, _STATUS.get(r.status, r.status), r.reason or ""] for r in records]
+
+
+def sources_html(sources: Sequence[Source]) -> str:
+    """One collapsible block per source: file and page in the summary, the chunk text inside."""
+    if not sources:
+        return ""
+    items = []
+    for i, source in enumerate(sources, 1):
+        items.append(
+            '<details class="zhiku-source">'
+            f"<summary>[{i}] {html.escape(source.file)} — p. {source.page} "
+            f'<span class="zhiku-score">({source.score:.2f})</span></summary>'
+            f'<div class="zhiku-chunk">{html.escape(source.text)}</div></details>'
+        )
+    return '<div class="zhiku-sources"><b>Sources / 来源</b>' + "".join(items) + "</div>"
+
+
+def citation_line(sources: Sequence[Source]) -> str:
+    if not sources:
+        return ""
+    cited = "; ".join(f"{s.file} p. {s.page}" for s in sources)
+    return f"\n\n— Sources / 来源: {cited}"
+
+
+def answer_notes(answer: Answer) -> str:
+    return "".join(f"\n\n_{note}_" for note in answer.notes)
+
+
+def ingest_summary(report: IngestReport) -> str:
+    totals = report.totals()
+    lines = [
+        f"**{totals['files']} file(s)**: {totals['ingested']} ingested, {totals['updated']} updated, "
+        f"{totals['unchanged']} unchanged, {totals['rejected']} rejected — "
+        f"{totals['pages']} pages, {totals['chunks']} chunks in {totals['seconds']} s"
+    ]
+    for f in report.files:
+        if f.status == "rejected":
+            lines.append(f"- ❌ **{f.file}**: {f.reason}")
+        elif f.reason:
+            lines.append(f"- **{f.file}**: {f.status} ({f.reason})")
+    return "\n".join(lines)

@@ -1,0 +1,158 @@
+"""zhiku's Gradio Blocks: a Chat tab and a Documents tab. Building blocks is separate from launching."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import gradio as gr
+
+from ingest.pipeline import Progress, SourceFile
+from ui.render import (
+    TABLE_HEADERS,
+    answer_notes,
+    citation_line,
+    document_rows,
+    ingest_summary,
+    sources_html,
+)
+from ui.uploads import upload_name
+
+log = logging.getLogger(__name__)
+
+CSS = """
+.zhiku-sources details { border: 1px solid var(--border-color-primary); border-radius: 6px;
+  padding: 4px 8px; margin: 4px 0; }
+.zhiku-sources summary { cursor: pointer; }
+.zhiku-score { color: var(--body-text-color-subdued); font-size: 0.85em; }
+.zhiku-chunk { white-space: pre-wrap; font-size: 0.9em; margin-top: 4px; }
+"""
+
+
+class ZhikuUI:
+    def __init__(self, services) -> None:
+        self.services = services
+        self.settings = services.settings
+
+    # -- handlers ---------------------------------------------------------------------------------------
+
+    def documents(self):
+        records = self.services.registry.all()
+        names = [r.name for r in records]
+        return document_rows(records), gr.update(choices=names, value=None)
+
+    def upload(self, files, progress=gr.Progress()):
+        paths = [Path(f if isinstance(f, str) else f.name) for f in (files or [])]
+        if not paths:
+            rows, names = self.documents()
+            return rows, names, "No file received. / 没有收到文件。", None
+        sources = [SourceFile(p, upload_name(p.name)) for p in paths]
+
+        def on_progress(event: Progress) -> None:
+            prefix = f"{event.file_index + 1}/{event.file_count} {event.file}"
+            if event.phase == "pages":
+                progress((event.done, event.total), desc=f"{prefix}: reading pages / 读取页面", unit="pages")
+            elif event.phase == "chunks":
+                progress((event.done, event.total), desc=f"{prefix}: embedding chunks / 向量化", unit="chunks")
+
+        report = self.services.ingestor.ingest(sources, progress=on_progress)
+        rows, names = self.documents()
+        return rows, names, ingest_summary(report), None
+
+    def delete(self, name: str | None):
+        if not name:
+            rows, names = self.documents()
+            return rows, names, "Choose a document to delete. / 请选择要删除的文档。"
+        removed = self.services.ingestor.delete(name)
+        rows, names = self.documents()
+        message = f"Deleted **{name}**. / 已删除。" if removed else f"**{name}** is not in the index."
+        return rows, names, message
+
+    def ask(self, question: str, history: list | None, k: float):
+        history = list(history or [])
+        question = (question or "").strip()
+        if not question:
+            yield history, "", ""
+            return
+        history.append({"role": "user", "content": question})
+        history.append({"role": "assistant", "content": "…"})
+        yield history, "", ""
+        try:
+            answer = None
+            for answer in self.services.qa.stream(question, k=int(k)):
+                history[-1] = {"role": "assistant", "content": answer.text or "…"}
+                yield history, "", ""
+        except Exception as exc:  # noqa: BLE001 - shown to the user, logged in full
+            log.exception("answering failed")
+            history[-1] = {"role": "assistant", "content": f"⚠️ Error / 出错: {type(exc).__name__}: {exc}"}
+            yield history, "", ""
+            return
+        assert answer is not None
+        final = (answer.text or "") + citation_line(answer.sources) + answer_notes(answer)
+        history[-1] = {"role": "assistant", "content": final}
+        yield history, "", sources_html(answer.sources)
+
+    # -- layout -----------------------------------------------------------------------------------------
+
+    def build(self) -> gr.Blocks:
+        with gr.Blocks(title="zhiku 知库") as blocks:
+            gr.Markdown("# zhiku 知库\nLocal, offline question answering over your PDFs. 本地离线文档问答。")
+            with gr.Tabs():
+                with gr.Tab("Chat / 问答", id="chat"):
+                    chatbot = gr.Chatbot(label="zhiku", height=480, elem_id="chatbot")
+                    with gr.Row():
+                        question = gr.Textbox(
+                            placeholder="Ask about your documents… 输入你的问题…",
+                            show_label=False,
+                            scale=8,
+                            elem_id="question",
+                        )
+                        send = gr.Button("Ask / 提问", variant="primary", scale=1, elem_id="ask")
+                    sources = gr.HTML(elem_id="sources")
+                    with gr.Accordion("Options / 选项", open=False):
+                        k = gr.Slider(1, 20, value=self.settings.top_k, step=1, label="Chunks to retrieve (k)")
+                        clear = gr.Button("Clear chat / 清空")
+                with gr.Tab("Documents / 文档", id="documents"):
+                    files = gr.File(
+                        label="Drop PDFs here / 拖放 PDF 到这里",
+                        file_count="multiple",
+                        file_types=[".pdf"],
+                        elem_id="upload",
+                    )
+                    status = gr.Markdown(elem_id="ingest-status")
+                    table = gr.Dataframe(
+                        headers=TABLE_HEADERS,
+                        datatype=["str", "number", "number", "str", "str"],
+                        interactive=False,
+                        wrap=True,
+                        elem_id="documents",
+                    )
+                    with gr.Row():
+                        chosen = gr.Dropdown(label="Document / 文档", choices=[], scale=4, elem_id="doc-choice")
+                        delete = gr.Button("Delete from index / 删除", variant="stop", scale=1, elem_id="delete")
+
+            ask_inputs = [question, chatbot, k]
+            ask_outputs = [chatbot, question, sources]
+            send.click(self.ask, ask_inputs, ask_outputs, api_name="ask")
+            question.submit(self.ask, ask_inputs, ask_outputs, api_name=False)
+            clear.click(lambda: ([], ""), None, [chatbot, sources], api_name=False)
+            files.upload(self.upload, [files], [table, chosen, status, files], api_name="upload")
+            delete.click(self.delete, [chosen], [table, chosen, status], api_name="delete")
+            blocks.load(self.documents, None, [table, chosen], api_name="documents")
+        return blocks
+
+
+def launch(blocks: gr.Blocks, settings, *, block: bool = True):
+    """Serve on settings.host:port (127.0.0.1 by default) with a bounded queue."""
+    blocks.queue(default_concurrency_limit=settings.queue_concurrency, max_size=64)
+    return blocks.launch(
+        server_name=settings.host,
+        server_port=settings.port,
+        prevent_thread_lock=not block,
+        share=False,
+        show_error=True,
+        max_file_size=f"{int(settings.max_file_mb)}mb",
+        footer_links=["settings"],
+        css=CSS,
+        quiet=not block,
+    )
