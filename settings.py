@@ -18,6 +18,9 @@ class Settings(BaseSettings):
 
     # Where things live
     data_dir: Path = Field(Path("data"), description="Store, document registry, uploads and model cache.")
+    model_cache_dir: Path | None = Field(
+        None, description="Converted-model cache (the GGUF default converted once); empty = DATA_DIR/cache."
+    )
 
     # Server
     host: str = Field("127.0.0.1", description="Address the web UI binds to.")
@@ -70,4 +73,4 @@ class Settings(BaseSettings):
 
     @property
     def cache_dir(self) -> Path:
-        return self.data_dir / "cache"
+        return self.model_cache_dir or self.data_dir / "cache"

@@ -67,7 +67,7 @@ def check_file(path: Path, max_bytes: int) -> int:
         raise RejectedFile("empty file (0 bytes)")
     if size > max_bytes:
         raise RejectedFile(
-            f"file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit (setting ZHIKU_MAX_FILE_MB)"
+            f"file is {size / 1e6:.3g} MB, over the {max_bytes / 1e6:g} MB limit (setting ZHIKU_MAX_FILE_MB)"
         )
     with path.open("rb") as handle:
         head = handle.read(1024)

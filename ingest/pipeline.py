@@ -119,17 +119,21 @@ class Ingestor:
         notify = progress or (lambda _p: None)
         with self._lock:
             parsed: queue.Queue[_Parsed | None] = queue.Queue(maxsize=2)
+            stop = threading.Event()
             reader = threading.Thread(
-                target=self._parse_all, args=(sources, parsed, notify), name="zhiku-parse", daemon=True
+                target=self._parse_all, args=(sources, parsed, notify, stop), name="zhiku-parse", daemon=True
             )
             reader.start()
-            while (item := parsed.get()) is not None:
-                if item.result is None:
-                    item.result = self._store(item, len(sources), notify)
-                report.files[item.position] = item.result
-                notify(Progress(item.result.file, item.position, len(sources), "done", 1, 1))
-                log.info("%s: %s %s", item.result.file, item.result.status, item.result.reason or "")
-            reader.join()
+            try:
+                while (item := parsed.get()) is not None:
+                    if item.result is None:
+                        item.result = self._store_or_roll_back(item, len(sources), notify)
+                    report.files[item.position] = item.result
+                    notify(Progress(item.result.file, item.position, len(sources), "done", 1, 1))
+                    log.info("%s: %s %s", item.result.file, item.result.status, item.result.reason or "")
+            finally:
+                stop.set()
+                reader.join()
         report.seconds = time.perf_counter() - started
         return report
 
@@ -168,8 +172,11 @@ class Ingestor:
 
     # -- reading (background thread) ----------------------------------------------------------------------
 
-    def _parse_all(self, sources: Sequence[SourceFile], out: queue.Queue, notify: ProgressFn) -> None:
+    def _parse_all(
+        self, sources: Sequence[SourceFile], out: queue.Queue, notify: ProgressFn, stop: threading.Event
+    ) -> None:
         seen: dict[str, int] = {}
+        batch_hashes: dict[str, str] = {}  # sha256 -> name, for twins inside this batch
         try:
             for position, source in enumerate(sources):
                 item = _Parsed(position, source)
@@ -177,7 +184,7 @@ class Ingestor:
                     if source.name in seen:
                         raise RejectedFile(f"another file named {source.name!r} is in the same batch")
                     seen[source.name] = position
-                    self._parse(item, lambda done, total, p=position, n=source.name: notify(
+                    self._parse(item, batch_hashes, lambda done, total, p=position, n=source.name: notify(
                         Progress(n, p, len(sources), "pages", done, total)))
                     if item.document is not None:
                         pages = item.document.page_count
@@ -187,22 +194,25 @@ class Ingestor:
                 except Exception as exc:  # noqa: BLE001 - one file's failure must not stop the others
                     log.exception("unexpected error reading %s", source.path)
                     item.result = self._rejected(source.name, f"could not be read ({type(exc).__name__}: {exc})")
-                out.put(item)
+                if not _put(out, item, stop):
+                    return
         finally:
-            out.put(None)
+            _put(out, None, stop)
 
-    def _parse(self, item: _Parsed, on_page: Callable[[int, int], None]) -> None:
+    def _parse(self, item: _Parsed, batch_hashes: dict[str, str], on_page: Callable[[int, int], None]) -> None:
         document = read_pdf(item.source.path, self.max_bytes, name=item.source.name, on_page=on_page)
         record = self.registry.get(document.name)
         if record and record.status == INGESTED and record.sha256 == document.sha256:
             item.result = FileResult(document.name, UNCHANGED, None, record.pages, record.chunks)
             return
-        twin = self.registry.find_by_sha(document.sha256)
-        if twin and twin.name != document.name:
+        # Chunk ids derive from the content hash: the same content under a second name is not stored twice.
+        twin = batch_hashes.get(document.sha256) or getattr(self.registry.find_by_sha(document.sha256), "name", None)
+        if twin and twin != document.name:
             item.result = FileResult(
-                document.name, UNCHANGED, f"same content as {twin.name!r}, already indexed", twin.pages, 0
+                document.name, UNCHANGED, f"same content as {twin!r}, already indexed", document.page_count, 0
             )
             return
+        batch_hashes[document.sha256] = document.name
         item.document = document
         item.chunks = self.chunker.split_document(document)
 
@@ -216,6 +226,25 @@ class Ingestor:
         return FileResult(name, REJECTED_STATUS, reason)
 
     # -- storing (caller's thread) ------------------------------------------------------------------------
+
+    def _store_or_roll_back(self, item: _Parsed, file_count: int, notify: ProgressFn) -> FileResult:
+        """Store one document; if storing fails, remove its partial chunks and keep any earlier version."""
+        assert item.document is not None
+        previous = self.registry.get(item.document.name)
+        try:
+            return self._store(item, file_count, notify)
+        except Exception as exc:  # noqa: BLE001 - reported per file; the other files go on
+            log.exception("storing %s failed", item.document.name)
+            name, sha = item.document.name, item.document.sha256
+            self.store.delete_source(name, only_sha256=sha)
+            if previous is not None and previous.status == INGESTED and previous.sha256 != sha:
+                self.registry.put(
+                    name, INGESTED, sha256=previous.sha256, size=previous.size, pages=previous.pages,
+                    chunks=previous.chunks, path=previous.path,
+                )
+                return FileResult(name, REJECTED_STATUS, f"could not be stored ({exc}); the previous version is kept")
+            self.registry.put(name, REJECTED, reason=f"could not be stored ({exc})")
+            return FileResult(name, REJECTED_STATUS, f"could not be stored ({exc})")
 
     def _store(self, item: _Parsed, file_count: int, notify: ProgressFn) -> FileResult:
         document, chunks = item.document, item.chunks or []
@@ -276,3 +305,14 @@ class Ingestor:
         self.store.delete_source(name)
         self._drop_copy(path)
         self.registry.remove(name)
+
+
+def _put(out: queue.Queue, item: _Parsed | None, stop: threading.Event) -> bool:
+    """Hand an item to the storing thread unless it has stopped (it raised); False when it has."""
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=0.2)
+            return True
+        except queue.Full:
+            continue
+    return False

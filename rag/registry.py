@@ -64,7 +64,7 @@ class Registry:
     def find_by_sha(self, sha256: str) -> DocumentRecord | None:
         with self._lock:
             row = self._conn.execute(
-                "SELECT * FROM documents WHERE sha256 = ? AND status = ?", (sha256, INGESTED)
+                "SELECT * FROM documents WHERE sha256 = ? AND status IN (?, ?)", (sha256, INGESTED, INGESTING)
             ).fetchone()
         return DocumentRecord(*row) if row else None
 

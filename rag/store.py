@@ -57,12 +57,13 @@ class ChunkStore:
         metadatas = self._vectors.get(include=["metadatas"])["metadatas"]
         return {m["source"] for m in metadatas if m and "source" in m}
 
-    def delete_source(self, source: str, keep_sha256: str | None = None) -> int:
-        """Delete the chunks of ``source`` (except those of version ``keep_sha256``); returns how many."""
-        if keep_sha256 is None:
-            where: dict = {"source": source}
-        else:
-            where = {"$and": [{"source": source}, {"sha256": {"$ne": keep_sha256}}]}
+    def delete_source(self, source: str, keep_sha256: str | None = None, only_sha256: str | None = None) -> int:
+        """Delete the chunks of ``source``: all, all but version ``keep_sha256``, or only ``only_sha256``."""
+        where: dict = {"source": source}
+        if keep_sha256 is not None:
+            where = {"$and": [where, {"sha256": {"$ne": keep_sha256}}]}
+        elif only_sha256 is not None:
+            where = {"$and": [where, {"sha256": only_sha256}]}
         with self._write_lock:
             ids = self._vectors.get(where=where, include=[])["ids"]
             if ids:
