@@ -69,6 +69,7 @@ def build_services(settings: Settings, *, keep_uploads: bool = False) -> Service
     spec = llm_spec(settings)
     generator: LazyModel[Generator] = LazyModel("chat model", lambda: Generator(spec))
     qa = QAService(
-        Retriever(store, embedder), generator, sampling_params(settings), settings.top_k, settings.min_score
+        Retriever(store, embedder), generator, sampling_params(settings), settings.top_k, settings.min_score,
+        settings.sure_score,
     )
     return Services(settings, embedder, registry, store, ingestor, generator, qa)

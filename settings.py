@@ -52,7 +52,10 @@ class Settings(BaseSettings):
     # Retrieval and generation
     top_k: int = Field(5, ge=1, le=50, description="Chunks retrieved per question.")
     min_score: float = Field(
-        0.2, description="Cosine similarity below which a chunk is not relevant enough to answer from."
+        0.2, description="Cosine similarity below which a chunk is never used to answer."
+    )
+    sure_score: float = Field(
+        0.65, description="Cosine similarity above which a chunk is used even without a shared word."
     )
     temperature: float = Field(0.7, ge=0.0, description="Sampling temperature; 0 = greedy.")
     top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling.")

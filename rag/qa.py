@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 from models.lazy import LazyModel
 from models.llm import Generator, SamplingParams
+from rag.relevance import relevant as relevant_chunks
 from rag.prompts import NO_DOCUMENTS, NOTHING_RELEVANT, detect_language, fit_prompt
 from rag.retriever import Retriever
 from rag.store import StoredChunk
@@ -57,12 +58,14 @@ class QAService:
         params: SamplingParams,
         top_k: int,
         min_score: float,
+        sure_score: float = 0.65,
     ) -> None:
         self.retriever = retriever
         self.generator = generator
         self.params = params
         self.top_k = top_k
         self.min_score = min_score
+        self.sure_score = sure_score
 
     def ask(self, question: str, k: int | None = None, generate: bool = True) -> Answer:
         answer = None
@@ -85,7 +88,8 @@ class QAService:
             answer.done = True
             yield answer
             return
-        relevant = [c for c in retrieval.chunks if c.score >= self.min_score]
+        scored = [(c.text, c.score) for c in retrieval.chunks]
+        relevant = [retrieval.chunks[i] for i in relevant_chunks(question, scored, self.min_score, self.sure_score)]
         if not retrieval.chunks or not relevant:
             answer.text = (NO_DOCUMENTS if not retrieval.chunks else NOTHING_RELEVANT)[answer.language]
             answer.done = True
