@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from pathlib import Path
@@ -23,7 +24,10 @@ class Embedder(Embeddings):
         self.load_seconds = time.perf_counter() - started
         self.name = Path(source).name if Path(source).exists() else source
         self.batch_size = batch_size
-        self._tokenizer = self._model.tokenizer
+        # A fast tokenizer keeps truncation/padding state per call, so sharing the model's one between the
+        # chunking thread and the embedding thread corrupts batches: counting gets its own copy and lock.
+        self._count_tokenizer = copy.deepcopy(self._model.tokenizer)
+        self._count_lock = threading.Lock()
         self._lock = threading.Lock()
 
     @property
@@ -37,7 +41,9 @@ class Embedder(Embeddings):
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` without the special tokens the model adds around it."""
-        return len(self._tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
+        with self._count_lock:
+            encoded = self._count_tokenizer(text, add_special_tokens=False, truncation=False)
+        return len(encoded["input_ids"])
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         if not texts:
