@@ -1,0 +1,80 @@
+"""The real Gradio server on 127.0.0.1, driven over HTTP with gradio_client: upload, ask, delete."""
+
+import socket
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def server(settings):
+    from services import build_services
+    from ui.web import ZhikuUI, launch
+
+    settings = settings.model_copy(update={"port": free_port()})
+    services = build_services(settings, keep_uploads=True)
+    blocks = ZhikuUI(services).build()
+    launch(blocks, settings, block=False)
+    yield services, f"http://127.0.0.1:{settings.port}/"
+    blocks.close()
+    services.close()
+
+
+@pytest.fixture
+def client(server):
+    from gradio_client import Client
+
+    return Client(server[1], verbose=False)
+
+
+def rows(table: dict) -> list[list]:
+    return table["data"]
+
+
+def test_upload_ask_delete(server, client, english_pdf, chinese_pdf, pdf_dir):
+    from gradio_client import handle_file
+
+    services, _ = server
+    bad = pdf_dir / "broken.pdf"
+    bad.write_bytes(b"%PDF-1.4 this is not really a pdf")
+    table, _choices, status, _files = client.predict(
+        [handle_file(str(english_pdf)), handle_file(str(chinese_pdf)), handle_file(str(bad))], api_name="/upload"
+    )
+    listed = {row[0]: row for row in rows(table)}
+    assert listed["animals.pdf"][1:4] == [3, listed["animals.pdf"][2], "ingested / 已索引"]
+    assert listed["中国文化.pdf"][3] == "ingested / 已索引"
+    assert listed["broken.pdf"][3] == "rejected / 已拒绝" and "corrupt" in listed["broken.pdf"][4]
+    assert "2 ingested" in status and "broken.pdf" in status
+    # uploads are kept under the data dir (so an interrupted ingest can resume)
+    kept = services.registry.get("中国文化.pdf").path
+    assert kept.startswith(str(services.settings.uploads_dir.resolve())) and kept.endswith("中国文化.pdf")
+
+    job = client.submit("When do zebras cross the Mara River?", [], 5, api_name="/ask")
+    updates = list(job)
+    history, question_box, sources = job.result()
+    assert len(updates) >= 3  # streamed
+    assert question_box == ""
+    reply = history[-1]["content"]
+    assert "animals.pdf p. 2" in str(reply)
+    assert "<details" in sources and "animals.pdf" in sources and "Mara River" in sources
+
+    table, _choices, status = client.predict("animals.pdf", api_name="/delete")
+    assert "animals.pdf" not in {row[0] for row in rows(table)}
+    assert "Deleted" in status
+    assert services.store.ids_for("animals.pdf") == []
+
+
+def test_documents_listed_on_load_and_empty_store_answer(server, client):
+    table, _choices = client.predict(api_name="/documents")
+    assert table["data"] == []
+    assert table["headers"][0] == "Document / 文档"
+    history, _, sources = client.predict("What is in my documents?", [], 5, api_name="/ask")
+    assert "No documents are indexed yet" in str(history[-1]["content"])
+    assert sources == ""
