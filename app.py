@@ -25,10 +25,13 @@ def main(argv=None) -> None:
     settings = Settings(**overrides)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from services import build_services
+    from services import StartupError, build_services
     from ui.web import ZhikuUI, launch
 
-    services = build_services(settings, keep_uploads=True)
+    try:
+        services = build_services(settings, keep_uploads=True)
+    except StartupError as exc:
+        raise SystemExit(f"zhiku cannot start: {exc}") from None
     threading.Thread(target=services.ingestor.recover, name="zhiku-recover", daemon=True).start()
     if settings.preload_llm:
         services.generator.warm_up()

@@ -10,11 +10,16 @@ from models.device import resolve_device
 from models.embedder import Embedder
 from models.lazy import LazyModel
 from models.llm import Generator, LlmSpec, SamplingParams
+from models.packaged import ModelNotInstalled
 from rag.qa import QAService
 from rag.registry import Registry
 from rag.retriever import Retriever
-from rag.store import ChunkStore
+from rag.store import ChunkStore, EmbedderMismatch
 from settings import Settings
+
+
+# What a user must fix before zhiku can start; entry points print these without a traceback.
+StartupError = (EmbedderMismatch, ModelNotInstalled)
 
 
 @dataclass
@@ -56,7 +61,7 @@ def build_services(settings: Settings, *, keep_uploads: bool = False) -> Service
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     embedder = Embedder(settings.embed_model, resolve_device(settings.device), settings.embed_batch_size)
     registry = Registry(settings.registry_path)
-    store = ChunkStore(settings.chroma_dir, embedder)
+    store = ChunkStore(settings.chroma_dir, embedder, embedder.name)
     chunker = Chunker(settings.chunk_size, settings.chunk_overlap, embedder.count_tokens, embedder.max_tokens - 2)
     ingestor = Ingestor(
         store,

@@ -121,9 +121,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: no PDF files found in the given paths", file=sys.stderr)
         return EXIT_USAGE
 
-    from services import build_services
+    from services import StartupError, build_services
 
-    services = build_services(settings)
+    try:
+        services = build_services(settings)
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         recovered = services.ingestor.recover()
         bars = _Bars(enabled=not args.quiet, file_count=len(sources))

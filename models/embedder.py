@@ -5,11 +5,12 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from pathlib import Path
 
 from langchain_core.embeddings import Embeddings
 
 from models.packaged import minilm_dir
+
+PACKAGED_NAME = "all-MiniLM-L6-v2"
 
 
 class Embedder(Embeddings):
@@ -22,7 +23,7 @@ class Embedder(Embeddings):
         started = time.perf_counter()
         self._model = SentenceTransformer(source, device=device, local_files_only=True)
         self.load_seconds = time.perf_counter() - started
-        self.name = Path(source).name if Path(source).exists() else source
+        self.name = model or PACKAGED_NAME
         self.batch_size = batch_size
         # A fast tokenizer keeps truncation/padding state per call, so sharing the model's one between the
         # chunking thread and the embedding thread corrupts batches: counting gets its own copy and lock.

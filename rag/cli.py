@@ -50,9 +50,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings(**overrides)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    from services import build_services
+    from services import StartupError, build_services
 
-    services = build_services(settings)
+    try:
+        services = build_services(settings)
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         if args.command == "list":
             return _list(services, args.json)

@@ -21,10 +21,17 @@ class StoredChunk:
     score: float
 
 
-class ChunkStore:
-    """Chunks with metadata ``source``, ``page``, ``chunk``, ``sha256``; ids are ``sha256:index``."""
+class EmbedderMismatch(RuntimeError):
+    """The store was built with another embedding model; its vectors cannot be searched with this one."""
 
-    def __init__(self, directory: Path, embeddings: Embeddings) -> None:
+
+class ChunkStore:
+    """Chunks with metadata ``source``, ``page``, ``chunk``, ``sha256``; ids are ``sha256:index``.
+
+    The collection remembers which embedder built it (``embedder_name``), and refuses to open with another.
+    """
+
+    def __init__(self, directory: Path, embeddings: Embeddings, embedder_name: str = "") -> None:
         import chromadb
         from chromadb.config import Settings as ChromaSettings
         from langchain_chroma import Chroma
@@ -37,8 +44,15 @@ class ChunkStore:
             collection_name=COLLECTION,
             embedding_function=embeddings,
             client=self._client,
-            collection_metadata={"hnsw:space": "cosine"},
+            collection_metadata={"hnsw:space": "cosine", "zhiku_embedder": embedder_name},
         )
+        built_with = (self._vectors._collection.metadata or {}).get("zhiku_embedder")
+        if embedder_name and built_with and built_with != embedder_name:
+            raise EmbedderMismatch(
+                f"The document store in {directory} was built with the embedder {built_with!r}, but the "
+                f"configured embedder is {embedder_name!r}. Use another data directory (ZHIKU_DATA_DIR) for "
+                f"the new embedder and ingest the documents again, or set ZHIKU_EMBED_MODEL back."
+            )
         self._write_lock = threading.Lock()
 
     def count(self) -> int:

@@ -114,3 +114,14 @@ def test_commands_as_subprocesses_share_the_data_dir(pdf_dir, english_pdf, chine
     again = run("ingest", str(pdf_dir), "--json", "-q", data_dir=shared)
     assert again.returncode == 0
     assert {f["status"] for f in json.loads(again.stdout)["files"]} == {"unchanged"}
+
+
+def test_changed_embedder_is_refused_with_a_clear_message(english_pdf, monkeypatch, capsys):
+    from models.packaged import minilm_dir
+
+    assert ingest_main([str(english_pdf), "-q"]) == 0
+    monkeypatch.setenv("ZHIKU_EMBED_MODEL", str(minilm_dir()))  # another model id than the store was built with
+    capsys.readouterr()
+    assert rag_main(["ask", "zebras", "--retrieve-only"]) == 2
+    err = capsys.readouterr().err
+    assert "built with the embedder 'all-MiniLM-L6-v2'" in err and "ZHIKU_DATA_DIR" in err

@@ -129,7 +129,7 @@ class ZhikuUI:
                     )
                     with gr.Row():
                         chosen = gr.Dropdown(label="Document / 文档", choices=[], scale=4, elem_id="doc-choice")
-                        delete = gr.Button("Delete from index / 删除", variant="stop", scale=1, elem_id="delete")
+                        delete = gr.Button("Delete / 删除", variant="stop", scale=1, min_width=140, elem_id="delete")
 
             ask_inputs = [question, chatbot, k]
             ask_outputs = [chatbot, question, sources]

@@ -215,3 +215,12 @@ def test_store_failure_rolls_back_and_keeps_previous_version(settings, pdf_dir):
     assert registry.get("notes.pdf").status == INGESTED
     assert by_file(report)["other.pdf"].status == "rejected"  # the disk is still full
     assert registry.get("other.pdf").status == REJECTED and not stored_ids(store, "other.pdf")
+
+
+def test_store_refuses_another_embedder(settings, services, english_pdf):
+    from rag.store import EmbedderMismatch
+
+    services.ingestor.ingest(sources(english_pdf))
+    with pytest.raises(EmbedderMismatch, match="built with the embedder 'all-MiniLM-L6-v2'.*'other-model'"):
+        ChunkStore(settings.chroma_dir, services.embedder, "other-model")
+    assert ChunkStore(settings.chroma_dir, services.embedder, "all-MiniLM-L6-v2").count() > 0
