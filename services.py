@@ -17,7 +17,6 @@ from rag.retriever import Retriever
 from rag.store import ChunkStore, EmbedderMismatch
 from settings import Settings
 
-
 # What a user must fix before zhiku can start; entry points print these without a traceback.
 StartupError = (EmbedderMismatch, ModelNotInstalled)
 
@@ -74,7 +73,11 @@ def build_services(settings: Settings, *, keep_uploads: bool = False) -> Service
     spec = llm_spec(settings)
     generator: LazyModel[Generator] = LazyModel("chat model", lambda: Generator(spec))
     qa = QAService(
-        Retriever(store, embedder), generator, sampling_params(settings), settings.top_k, settings.min_score,
+        Retriever(store, embedder),
+        generator,
+        sampling_params(settings),
+        settings.top_k,
+        settings.min_score,
         settings.sure_score,
     )
     return Services(settings, embedder, registry, store, ingestor, generator, qa)

@@ -51,9 +51,7 @@ class Settings(BaseSettings):
 
     # Retrieval and generation
     top_k: int = Field(5, ge=1, le=50, description="Chunks retrieved per question.")
-    min_score: float = Field(
-        0.2, description="Cosine similarity below which a chunk is never used to answer."
-    )
+    min_score: float = Field(0.2, description="Cosine similarity below which a chunk is never used to answer.")
     sure_score: float = Field(
         0.65, description="Cosine similarity above which a chunk is used even without a shared word."
     )

@@ -184,8 +184,13 @@ class Ingestor:
                     if source.name in seen:
                         raise RejectedFile(f"another file named {source.name!r} is in the same batch")
                     seen[source.name] = position
-                    self._parse(item, batch_hashes, lambda done, total, p=position, n=source.name: notify(
-                        Progress(n, p, len(sources), "pages", done, total)))
+                    self._parse(
+                        item,
+                        batch_hashes,
+                        lambda done, total, p=position, n=source.name: notify(
+                            Progress(n, p, len(sources), "pages", done, total)
+                        ),
+                    )
                     if item.document is not None:
                         pages = item.document.page_count
                         notify(Progress(source.name, position, len(sources), "pages", pages, pages))
@@ -239,8 +244,13 @@ class Ingestor:
             self.store.delete_source(name, only_sha256=sha)
             if previous is not None and previous.status == INGESTED and previous.sha256 != sha:
                 self.registry.put(
-                    name, INGESTED, sha256=previous.sha256, size=previous.size, pages=previous.pages,
-                    chunks=previous.chunks, path=previous.path,
+                    name,
+                    INGESTED,
+                    sha256=previous.sha256,
+                    size=previous.size,
+                    pages=previous.pages,
+                    chunks=previous.chunks,
+                    path=previous.path,
                 )
                 return FileResult(name, REJECTED_STATUS, f"could not be stored ({exc}); the previous version is kept")
             self.registry.put(name, REJECTED, reason=f"could not be stored ({exc})")

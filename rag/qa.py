@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field
 
 from models.lazy import LazyModel
 from models.llm import Generator, SamplingParams
-from rag.relevance import relevant as relevant_chunks
 from rag.prompts import NO_DOCUMENTS, NOTHING_RELEVANT, detect_language, fit_prompt
+from rag.relevance import relevant as relevant_chunks
 from rag.retriever import Retriever
 from rag.store import StoredChunk
 
@@ -49,7 +49,6 @@ class Answer:
         }
 
 
-
 class QAService:
     def __init__(
         self,
@@ -68,10 +67,8 @@ class QAService:
         self.sure_score = sure_score
 
     def ask(self, question: str, k: int | None = None, generate: bool = True) -> Answer:
-        answer = None
-        for answer in self.stream(question, k, generate):
-            pass
-        assert answer is not None
+        """The finished answer (the last update of ``stream``)."""
+        *_, answer = self.stream(question, k, generate)
         return answer
 
     def stream(self, question: str, k: int | None = None, generate: bool = True) -> Iterator[Answer]:

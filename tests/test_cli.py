@@ -24,8 +24,13 @@ def test_ingest_folder_json(pdf_dir, english_pdf, chinese_pdf, capsys):
     assert code == 1  # one rejected, the others ingested
     files = {f["file"]: f for f in out["files"]}
     assert set(files) == {"animals.pdf", "中国文化.pdf", "fake.PDF"}
-    assert files["animals.pdf"] == {"file": "animals.pdf", "status": "ingested", "reason": None, "pages": 3,
-                                    "chunks": files["animals.pdf"]["chunks"]}
+    assert files["animals.pdf"] == {
+        "file": "animals.pdf",
+        "status": "ingested",
+        "reason": None,
+        "pages": 3,
+        "chunks": files["animals.pdf"]["chunks"],
+    }
     assert files["fake.PDF"]["status"] == "rejected"
     assert files["fake.PDF"]["reason"] == "not a PDF: the content is a PNG image"
     assert out["totals"]["ingested"] == 2 and out["totals"]["rejected"] == 1
@@ -89,8 +94,7 @@ def test_list_and_delete(english_pdf, capsys):
 
 def run(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "ZHIKU_DATA_DIR": str(data_dir)}
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.slow
@@ -102,7 +106,10 @@ def test_commands_as_subprocesses_share_the_data_dir(pdf_dir, english_pdf, chine
     assert ingested.returncode == 1, ingested.stderr
     summary = json.loads(ingested.stdout)
     assert {f["file"]: f["status"] for f in summary["files"]} == {
-        "animals.pdf": "ingested", "中国文化.pdf": "ingested", "empty.pdf": "rejected"}
+        "animals.pdf": "ingested",
+        "中国文化.pdf": "ingested",
+        "empty.pdf": "rejected",
+    }
     assert "files" in ingested.stderr  # the progress bar went to stderr
 
     asked = run("rag", "ask", "When do zebras cross the Mara River?", "--json", data_dir=shared)

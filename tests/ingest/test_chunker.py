@@ -57,5 +57,8 @@ def test_document_chunks_carry_page_index_and_hash(chunker, chinese_pdf):
         assert chunk.file == "中国文化.pdf"
         assert chunk.id == f"{document.sha256}:{chunk.index}"
         assert chunk.metadata() == {
-            "source": "中国文化.pdf", "page": chunk.page, "chunk": chunk.index, "sha256": document.sha256
+            "source": "中国文化.pdf",
+            "page": chunk.page,
+            "chunk": chunk.index,
+            "sha256": document.sha256,
         }
