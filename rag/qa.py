@@ -6,8 +6,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
-from models.lazy import LazyModel
-from models.llm import Generator, SamplingParams
+from models.llm import SamplingParams
+from models.protocols import ModelHandle
 from rag.prompts import NO_DOCUMENTS, NOTHING_RELEVANT, detect_language, fit_prompt
 from rag.relevance import relevant as relevant_chunks
 from rag.retriever import Retriever
@@ -53,7 +53,7 @@ class QAService:
     def __init__(
         self,
         retriever: Retriever,
-        generator: LazyModel[Generator],
+        generator: ModelHandle,
         params: SamplingParams,
         top_k: int,
         min_score: float,
