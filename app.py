@@ -19,6 +19,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def preload(services) -> None:
+    """Load the chat model in the background so the first question does not wait for it."""
+    from services import CHAT_MODEL
+
+    try:
+        with services.governor.acquire(CHAT_MODEL):
+            pass
+    except Exception:  # noqa: BLE001 - the first question reports the same error to the user
+        logging.getLogger("zhiku").exception("preloading the chat model failed")
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     overrides = {k: v for k, v in {"host": args.host, "port": args.port, "data_dir": args.data_dir}.items() if v}
@@ -33,8 +44,9 @@ def main(argv=None) -> None:
     except StartupError as exc:
         raise SystemExit(f"zhiku cannot start: {exc}") from None
     threading.Thread(target=services.ingestor.recover, name="zhiku-recover", daemon=True).start()
+    services.telemetry.start()
     if settings.preload_llm:
-        services.generator.warm_up()
+        threading.Thread(target=preload, args=(services,), name="zhiku-preload", daemon=True).start()
     print(f"zhiku: data in {settings.data_dir.resolve()}; open http://{settings.host}:{settings.port}")
     launch(ZhikuUI(services).build(), settings)
 

@@ -8,14 +8,18 @@ from ingest.chunker import Chunker
 from ingest.pipeline import Ingestor
 from models.device import resolve_device
 from models.embedder import Embedder
-from models.lazy import LazyModel
-from models.llm import Generator, LlmSpec, SamplingParams
+from models.governor import Governor, budget_bytes
+from models.llm import Generator, LlmSpec, SamplingParams, estimate_footprint
+from models.memory import memory_device
 from models.packaged import ModelNotInstalled
+from models.telemetry import Telemetry
 from rag.qa import QAService
 from rag.registry import Registry
 from rag.retriever import Retriever
 from rag.store import ChunkStore, EmbedderMismatch
 from settings import Settings
+
+CHAT_MODEL, EMBEDDER = "chat", "embedder"
 
 # What a user must fix before zhiku can start; entry points print these without a traceback.
 StartupError = (EmbedderMismatch, ModelNotInstalled)
@@ -28,11 +32,13 @@ class Services:
     registry: Registry
     store: ChunkStore
     ingestor: Ingestor
-    generator: LazyModel[Generator]
+    governor: Governor
+    telemetry: Telemetry
     qa: QAService
 
     def close(self) -> None:
-        self.generator.unload()
+        self.telemetry.stop()
+        self.governor.unload(CHAT_MODEL)
         self.registry.close()
 
 
@@ -58,7 +64,12 @@ def sampling_params(settings: Settings) -> SamplingParams:
 def build_services(settings: Settings, *, keep_uploads: bool = False) -> Services:
     """Open the store and registry, load the embedder; the chat model loads on first use."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    embedder = Embedder(settings.embed_model, resolve_device(settings.device), settings.embed_batch_size)
+    device = resolve_device(settings.device)
+    memory = memory_device(device)
+    governor = Governor(memory, budget_bytes(settings.vram_budget_gb))
+    before = memory.allocated_bytes()
+    embedder = Embedder(settings.embed_model, device, settings.embed_batch_size)
+    governor.adopt(EMBEDDER, embedder, measured=max(0, memory.allocated_bytes() - before), pinned=settings.pin_embedder)
     registry = Registry(settings.registry_path)
     store = ChunkStore(settings.chroma_dir, embedder, embedder.name)
     chunker = Chunker(settings.chunk_size, settings.chunk_overlap, embedder.count_tokens, embedder.max_tokens - 2)
@@ -71,13 +82,25 @@ def build_services(settings: Settings, *, keep_uploads: bool = False) -> Service
         keep_dir=settings.uploads_dir if keep_uploads else None,
     )
     spec = llm_spec(settings)
-    generator: LazyModel[Generator] = LazyModel("chat model", lambda: Generator(spec))
+    governor.register(
+        CHAT_MODEL, lambda: Generator(spec), estimate=lambda: estimate_footprint(spec, settings.context_tokens)
+    )
+    telemetry = Telemetry()
+
+    def record(model: str, timings: dict[str, float]) -> None:
+        if "first_token_ms" in timings:
+            telemetry.record_generation(
+                model, timings["first_token_ms"], timings.get("tokens_per_s", 0.0), int(timings.get("answer_tokens", 0))
+            )
+
     qa = QAService(
         Retriever(store, embedder),
-        generator,
+        governor,
         sampling_params(settings),
         settings.top_k,
         settings.min_score,
         settings.sure_score,
+        chat_model=CHAT_MODEL,
+        on_generation=record,
     )
-    return Services(settings, embedder, registry, store, ingestor, generator, qa)
+    return Services(settings, embedder, registry, store, ingestor, governor, telemetry, qa)

@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     )
     device: str = Field("auto", description="auto, cpu or cuda.")
     preload_llm: bool = Field(True, description="Load the chat model in the background when the UI starts.")
+    vram_budget_gb: float | None = Field(
+        None, gt=0, description="Memory the models may use (GiB); the device's free memory caps it. Empty = all free."
+    )
+    context_tokens: int | None = Field(
+        None, gt=0, description="KV-cache reserve per model, in tokens; empty = the model's full context."
+    )
+    pin_embedder: bool = Field(True, description="Keep the embedder resident; the governor never evicts it.")
 
     # Ingest
     chunk_size: int = Field(1000, description="Chunk size in characters (also capped by the embedder's tokens).")

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.chat_templates import LLAMA2_CHAT
 from models.device import resolve_device
 from models.gguf_cache import converted_dir
 from models.packaged import smollm2_gguf
@@ -37,8 +38,7 @@ class LlmSpec:
 
 def quantization_config(quantization: str, device: str):
     """bitsandbytes config for nf4/int8, None for full precision. ``auto`` means NF4 on CUDA only."""
-    if quantization == "auto":
-        quantization = "nf4" if device.startswith("cuda") else "fp32"
+    quantization = effective_quantization(quantization, device)
     if quantization not in ("nf4", "int8"):
         return None
     try:
@@ -75,6 +75,23 @@ def resolve_source(spec: LlmSpec) -> str:
     return spec.model
 
 
+def effective_quantization(quantization: str, device: str) -> str:
+    if quantization == "auto":
+        return "nf4" if device.startswith("cuda") else "fp32"
+    return quantization
+
+
+def estimate_footprint(spec: LlmSpec, context_tokens: int | None = None, batch: int = 1):
+    """Footprint of the configured model, from its config alone (converting a GGUF default first)."""
+    from transformers import AutoConfig
+
+    from models.footprint import estimate
+
+    device = resolve_device(spec.device)
+    config = AutoConfig.from_pretrained(resolve_source(spec), local_files_only=True)
+    return estimate(config, effective_quantization(spec.quantization, device), context_tokens, batch)
+
+
 class Generator:
     """A causal LM with its tokenizer. One generation runs at a time; others wait for the lock."""
 
@@ -91,6 +108,9 @@ class Generator:
             kwargs["quantization_config"] = quant
             kwargs["device_map"] = self.device
         self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        if not getattr(self.tokenizer, "chat_template", None):
+            log.info("%s has no chat template; using the Llama-2 [INST] <<SYS>> format", self.name)
+            self.tokenizer.chat_template = LLAMA2_CHAT
         self.model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
         if quant is None:
             self.model.to(self.device)

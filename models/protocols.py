@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 from models.llm import SamplingParams
 
@@ -25,10 +26,9 @@ class TextGenerator(Protocol):
     def stream(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[str]: ...
 
 
-class ModelHandle(Protocol):
-    """Something that hands out a loaded model on demand (today LazyModel, later the VRAM governor)."""
+class ModelProvider(Protocol):
+    """Hands out loaded models by name and holds them while in use (the VRAM governor)."""
 
-    @property
-    def loaded(self) -> bool: ...
+    def acquire(self, name: str) -> AbstractContextManager[Any]: ...
 
-    def get(self) -> TextGenerator: ...
+    def loaded(self, name: str) -> bool: ...

@@ -26,7 +26,9 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true")
     rm = sub.add_parser("delete", help="remove a document and its chunks")
     rm.add_argument("name", help="document name as listed")
-    for command in (ask, ls, rm):
+    st = sub.add_parser("status", help="models, memory budget and GPU readings")
+    st.add_argument("--json", action="store_true")
+    for command in (ask, ls, rm, st):
         command.add_argument("--data-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
@@ -60,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "list":
             return _list(services, args.json)
+        if args.command == "status":
+            return _status(services, args.json)
         if args.command == "delete":
             if services.ingestor.delete(args.name):
                 print(f"deleted {args.name}")
@@ -118,4 +122,16 @@ def _list(services, as_json: bool) -> int:
     else:
         for r in records:
             print(f"{r.name}\t{r.status}\t{r.pages} pages\t{r.chunks} chunks\t{r.reason or ''}")
+    return EXIT_OK
+
+
+def _status(services, as_json: bool) -> int:
+    from rag.status import status_dict, status_lines
+
+    state = services.governor.state()
+    reading = services.telemetry.sample()
+    if as_json:
+        print(json.dumps(status_dict(state, reading), ensure_ascii=False, indent=2))
+    else:
+        print("\n".join(status_lines(state, reading)))
     return EXIT_OK

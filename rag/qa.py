@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 from models.llm import SamplingParams
-from models.protocols import ModelHandle
+from models.protocols import ModelProvider, TextGenerator
 from rag.prompts import NO_DOCUMENTS, NOTHING_RELEVANT, detect_language, fit_prompt
 from rag.relevance import relevant as relevant_chunks
 from rag.retriever import Retriever
@@ -53,18 +53,22 @@ class QAService:
     def __init__(
         self,
         retriever: Retriever,
-        generator: ModelHandle,
+        models: ModelProvider,
         params: SamplingParams,
         top_k: int,
         min_score: float,
         sure_score: float = 0.65,
+        chat_model: str = "chat",
+        on_generation: Callable[[str, dict[str, float]], None] | None = None,
     ) -> None:
         self.retriever = retriever
-        self.generator = generator
+        self.models = models
         self.params = params
         self.top_k = top_k
         self.min_score = min_score
         self.sure_score = sure_score
+        self.chat_model = chat_model
+        self.on_generation = on_generation
 
     def ask(self, question: str, k: int | None = None, generate: bool = True) -> Answer:
         """The finished answer (the last update of ``stream``)."""
@@ -94,8 +98,15 @@ class QAService:
             return
 
         load_started = time.perf_counter()
-        generator = self.generator.get()
-        answer.timings["load_ms"] = (time.perf_counter() - load_started) * 1000
+        with self.models.acquire(self.chat_model) as generator:
+            answer.timings["load_ms"] = (time.perf_counter() - load_started) * 1000
+            yield from self._generate(generator, question, relevant, answer, started)
+        if self.on_generation is not None:
+            self.on_generation(self.chat_model, answer.timings)
+
+    def _generate(
+        self, generator: TextGenerator, question: str, relevant: list[StoredChunk], answer: Answer, started: float
+    ) -> Iterator[Answer]:
         params = self.params
         budget = generator.context_length - params.max_new_tokens
         if budget < 64:

@@ -16,6 +16,7 @@ from ui.render import (
     ingest_summary,
     sources_html,
 )
+from ui.system import SystemPanel
 from ui.uploads import upload_name
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,9 @@ class ZhikuUI:
                     with gr.Row():
                         chosen = gr.Dropdown(label="Document / 文档", choices=[], scale=4, elem_id="doc-choice")
                         delete = gr.Button("Delete / 删除", variant="stop", scale=1, min_width=140, elem_id="delete")
+                with gr.Tab("System / 系统", id="system"):
+                    system = SystemPanel(self.services)
+                    system.build()
 
             ask_inputs = [question, chatbot, k]
             ask_outputs = [chatbot, question, sources]
@@ -139,6 +143,7 @@ class ZhikuUI:
             files.upload(self.upload, [files], [table, chosen, status, files], api_name="upload")
             delete.click(self.delete, [chosen], [table, chosen, status], api_name="delete")
             blocks.load(self.documents, None, [table, chosen], api_name="documents")
+            blocks.load(system.refresh, None, system.outputs, api_name="system")
         return blocks
 
 

@@ -34,9 +34,9 @@ def test_chinese_question_uses_chinese_prompt(indexed):
 
 
 def test_question_longer_than_the_context_is_trimmed(indexed):
-    generator = indexed.generator.get()
-    question = "Tell me about zebras and the Mara River crossing. " * (generator.context_length // 6)
-    assert generator.count_tokens(question) > generator.context_length
+    with indexed.governor.acquire("chat") as generator:
+        question = "Tell me about zebras and the Mara River crossing. " * (generator.context_length // 6)
+        assert generator.count_tokens(question) > generator.context_length
     answer = indexed.qa.ask(question)
     assert answer.done and answer.text is not None
     assert "the question was longer than the model's context and was shortened" in answer.notes

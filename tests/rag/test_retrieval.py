@@ -38,7 +38,7 @@ def test_nothing_relevant_says_so_without_generating(services, indexed, question
     answer = services.qa.ask(question)
     assert answer.text == NOTHING_RELEVANT[language]
     assert answer.sources == []
-    assert not services.generator.loaded  # no model call for an answer that cannot be grounded
+    assert not services.governor.loaded("chat")  # no model call for an answer that cannot be grounded
 
 
 def test_empty_store_says_so(services):
