@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,8 +117,14 @@ class Generator:
         if quant is None:
             self.model.to(self.device)
         self.model.eval()
-        self.load_seconds = time.perf_counter() - started
         self._lock = threading.Lock()
+        # One long-lived thread runs every generate: on CUDA, the first generate in a new thread runs at half
+        # speed (measured: bench/stream_overhead.py), so a thread per answer would always be the slow one.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zhiku-generate")
+        self.last_first_token_s: float | None = None  # of the latest stream: prompt in -> first token id out
+        self.last_new_tokens = 0
+        self._warm_up()
+        self.load_seconds = time.perf_counter() - started
         log.info("loaded %s on %s in %.1f s", self.name, self.device, self.load_seconds)
 
     @property
@@ -145,9 +153,8 @@ class Generator:
     def stream(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[str]:
         """Yield decoded text pieces as the model produces them."""
         import torch
-        from transformers import TextIteratorStreamer
 
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        streamer = _TimedStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
         input_ids = torch.tensor([prompt_ids], device=self.model.device)
         sample = params.temperature > 0
         kwargs = dict(
@@ -172,17 +179,26 @@ class Generator:
                 streamer.end()
 
         with self._lock:
-            worker = threading.Thread(target=run, name="zhiku-generate", daemon=True)
-            worker.start()
+            started = time.perf_counter()
+            done = self._worker.submit(run)
             yield from streamer
-            worker.join()
+            done.result()
+            self.last_first_token_s = (streamer.first_token_at or time.perf_counter()) - started
+            self.last_new_tokens = streamer.new_tokens
         if errors:
             raise errors[0]
+
+    def _warm_up(self) -> None:
+        """Pay the generation thread's one-time start-up cost now rather than in the first answer."""
+        ids = self.tokenizer("Hello", add_special_tokens=False)["input_ids"] or [0]
+        for _ in self.stream(ids, SamplingParams(temperature=0, max_new_tokens=2, repetition_penalty=1.0)):
+            pass
 
     def unload(self) -> None:
         """Drop the weights so the memory can be reclaimed."""
         import gc
 
+        self._worker.shutdown(wait=True)
         self.model = None
         gc.collect()
         try:
@@ -192,3 +208,29 @@ class Generator:
                 torch.cuda.empty_cache()
         except ImportError:
             pass
+
+
+@functools.cache
+def _timed_streamer_class():
+    from transformers import TextIteratorStreamer
+
+    class TimedStreamer(TextIteratorStreamer):
+        """Records when the first generated token id arrives; text only flushes at word ends, later."""
+
+        first_token_at: float | None = None
+        new_tokens = 0
+        _prompt_seen = False
+
+        def put(self, value) -> None:
+            if self._prompt_seen:
+                if self.first_token_at is None:
+                    self.first_token_at = time.perf_counter()
+                self.new_tokens += int(value.numel()) if hasattr(value, "numel") else 1
+            self._prompt_seen = True
+            super().put(value)
+
+    return TimedStreamer
+
+
+def _TimedStreamer(*args, **kwargs):  # noqa: N802 - a class made lazily so transformers loads on first use
+    return _timed_streamer_class()(*args, **kwargs)

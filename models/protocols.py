@@ -13,6 +13,8 @@ class TextGenerator(Protocol):
     """A chat model that streams text for a prompt built with its own chat template."""
 
     name: str
+    last_first_token_s: float | None  # of the latest stream: prompt in -> first token id out
+    last_new_tokens: int
 
     @property
     def context_length(self) -> int: ...

@@ -129,17 +129,20 @@ class QAService:
             if not piece:
                 continue
             if pieces == 0:
-                answer.timings["first_token_ms"] = (time.perf_counter() - gen_started) * 1000
+                answer.timings["first_text_ms"] = (time.perf_counter() - gen_started) * 1000
             pieces += 1
             answer.text += piece
             yield answer
         elapsed = time.perf_counter() - gen_started
-        tokens = generator.count_tokens(answer.text) if answer.text else 0
+        first = generator.last_first_token_s or 0.0
+        tokens = generator.last_new_tokens
         answer.text = answer.text.strip()
         answer.timings.update(
+            first_token_ms=first * 1000,
             generate_ms=elapsed * 1000,
             answer_tokens=tokens,
-            tokens_per_s=tokens / elapsed if elapsed > 0 else 0.0,
+            # decode speed: the tokens after the first, over the time after the first
+            tokens_per_s=(tokens - 1) / (elapsed - first) if tokens > 1 and elapsed > first else 0.0,
             total_ms=(time.perf_counter() - started) * 1000,
         )
         answer.done = True

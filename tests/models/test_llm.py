@@ -71,3 +71,25 @@ def test_configured_checkpoint_full_precision(tiny_llama):
 def test_missing_model_path_names_it(tmp_path):
     with pytest.raises(OSError, match="no-such-model"):
         Generator(LlmSpec(model=str(tmp_path / "no-such-model"), device="cpu"))
+
+
+def test_checkpoint_without_chat_template_gets_the_llama2_format(tmp_path):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from bench.random_checkpoints import word_tokenizer
+
+    tokenizer = word_tokenizer(500)
+    assert not tokenizer.chat_template
+    config = LlamaConfig(
+        vocab_size=500, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        bos_token_id=1, eos_token_id=2,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    generator = Generator(LlmSpec(model=str(tmp_path), quantization="fp32", device="cpu"))
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "w7 w8"}]
+    text = generator.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert text == "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nw7 w8 [/INST]"
+    assert generator.prompt_ids(messages)[0] == 1
