@@ -98,7 +98,8 @@ class GovernorState:
     events: list[str] = field(default_factory=list)
 
 
-def _is_oom(exc: BaseException) -> bool:
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A CUDA out-of-memory error (or MemoryError on the CPU)."""
     try:
         import torch
 
@@ -158,7 +159,7 @@ class Governor:
         try:
             yield model
         except BaseException as exc:
-            if _is_oom(exc):
+            if is_out_of_memory(exc):
                 self._event(f"out of memory while {name} was running; evicting idle models")
                 with self._cond:
                     self._evict_idle(exclude=name)
@@ -285,8 +286,8 @@ class Governor:
                 self._event(f"loading {entry.name}: estimate {gib(entry.footprint)}, budget {gib(self.budget)}")
                 model = entry.load()
             except BaseException as exc:
-                if not _is_oom(exc) or attempt == 2:
-                    if _is_oom(exc):
+                if not is_out_of_memory(exc) or attempt == 2:
+                    if is_out_of_memory(exc):
                         self._event(f"out of memory loading {entry.name} again; giving up")
                         raise OutOfMemory(
                             f"out of memory loading {entry.name} ({gib(entry.footprint)} estimated) on "

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
+from models.governor import is_out_of_memory
 from models.llm import SamplingParams
 from models.protocols import ModelProvider, TextGenerator
 from rag.prompts import NO_DOCUMENTS, NOTHING_RELEVANT, detect_language, fit_prompt
@@ -97,10 +98,19 @@ class QAService:
             yield answer
             return
 
-        load_started = time.perf_counter()
-        with self.models.acquire(self.chat_model) as generator:
-            answer.timings["load_ms"] = (time.perf_counter() - load_started) * 1000
-            yield from self._generate(generator, question, relevant, answer, started)
+        for attempt in (1, 2):
+            load_started = time.perf_counter()
+            try:
+                with self.models.acquire(self.chat_model) as generator:
+                    answer.timings["load_ms"] = (time.perf_counter() - load_started) * 1000
+                    yield from self._generate(generator, question, relevant, answer, started)
+                break
+            except Exception as exc:
+                # acquire() has already unloaded the idle models on out-of-memory: retry once, if nothing
+                # was shown to the user yet
+                if attempt == 2 or answer.text or not is_out_of_memory(exc):
+                    raise
+                answer.notes.append("ran out of memory; idle models were unloaded and the answer retried")
         if self.on_generation is not None:
             self.on_generation(self.chat_model, answer.timings)
 

@@ -78,3 +78,23 @@ def test_documents_listed_on_load_and_empty_store_answer(server, client):
     history, _, sources = client.predict("What is in my documents?", [], 5, api_name="/ask")
     assert "No documents are indexed yet" in str(history[-1]["content"])
     assert sources == ""
+
+
+def test_system_tab_lists_models_and_unloads(server, client, english_pdf):
+    from gradio_client import handle_file
+
+    services, _ = server
+    client.predict([handle_file(str(english_pdf))], api_name="/upload")
+    client.predict("When do zebras cross the Mara River?", [], 5, api_name="/ask")
+    summary, models, _choice, events, vram, temperature, power, speed = client.predict(api_name="/system")
+    assert "device: cpu (RAM)" in summary and "GPU: none" in summary
+    rows = {row[0]: row for row in models["data"]}
+    assert rows["chat"][1] == "yes" and rows["embedder"][2] == "yes"  # chat resident, embedder pinned
+    assert "loaded chat" in events
+    assert vram["data"] == [] and temperature["data"] == []  # no GPU: no points, never zeros
+    assert len(speed["data"]) == 1 and speed["data"][0][1] > 0  # tokens/s of the answer above
+
+    assert "Unloaded **chat**" in client.predict("chat", api_name="/unload_model")
+    assert not services.governor.loaded("chat")
+    assert "Pinned **chat**" in client.predict("chat", api_name="/pin_model")
+    assert next(m for m in services.governor.state().models if m.name == "chat").pinned
