@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-from ingest.pdf_reader import PdfDocument
+from ingest.pdf_reader import PdfDocument, PdfPage
 
 # Paragraphs, lines, then Chinese and Western sentence and clause ends, then words, then characters.
 SEPARATORS = ["\n\n", "\n", "。", "！", "？", "；", "!", "?", ". ", "，", ";", ",", " ", ""]
@@ -67,11 +67,15 @@ class Chunker:
             pieces.extend(self._enforce_token_limit(piece))
         return pieces
 
+    def split_page(self, page: PdfPage, file: str, sha256: str, first_index: int) -> list[Chunk]:
+        """A page's chunks, numbered from ``first_index`` (chunks never cross a page, so each has one page)."""
+        texts = self.split_text(page.text)
+        return [Chunk(text, file, page.number, first_index + i, sha256) for i, text in enumerate(texts)]
+
     def split_document(self, document: PdfDocument) -> list[Chunk]:
         chunks: list[Chunk] = []
         for page in document.pages:
-            for text in self.split_text(page.text):
-                chunks.append(Chunk(text, document.name, page.number, len(chunks), document.sha256))
+            chunks += self.split_page(page, document.name, document.sha256, len(chunks))
         return chunks
 
     def _enforce_token_limit(self, text: str) -> list[str]:

@@ -46,7 +46,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 class _Bars:
-    """tqdm bars on stderr: one over the files, one over the current file's pages, then chunks."""
+    """tqdm bars on stderr: one over the files, and per file in progress one over pages and one over chunks
+    (reading runs ahead of embedding, so both move at once)."""
 
     def __init__(self, enabled: bool, file_count: int) -> None:
         from tqdm import tqdm
@@ -54,30 +55,29 @@ class _Bars:
         self._tqdm = tqdm
         self.enabled = enabled
         self.files = tqdm(total=file_count, desc="files", unit="file", file=sys.stderr, disable=not enabled)
-        self.current = None
-        self.key: tuple[str, str] | None = None
+        self.bars: dict[tuple[str, str], object] = {}
 
     def __call__(self, event: Progress) -> None:
         if not self.enabled:
             return
         if event.phase == "done":
+            for key in [k for k in self.bars if k[0] == event.file]:
+                self.bars.pop(key).close()
             self.files.update(1)
             return
         key = (event.file, event.phase)
-        if key != self.key:
-            if self.current is not None:
-                self.current.close()
+        bar = self.bars.get(key)
+        if bar is None:
             unit = "page" if event.phase == "pages" else "chunk"
-            label = f"{event.file[:40]} {event.phase}"
-            self.current = self._tqdm(total=event.total, desc=label, unit=unit, file=sys.stderr, leave=False)
-            self.key = key
-        self.current.total = event.total
-        self.current.n = event.done
-        self.current.refresh()
+            bar = self._tqdm(desc=f"{event.file[:40]} {event.phase}", unit=unit, file=sys.stderr, leave=False)
+            self.bars[key] = bar
+        bar.total = event.total
+        bar.n = event.done
+        bar.refresh()
 
     def close(self) -> None:
-        if self.current is not None:
-            self.current.close()
+        for bar in self.bars.values():
+            bar.close()
         self.files.close()
 
 

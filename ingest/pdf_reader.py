@@ -77,10 +77,42 @@ def check_file(path: Path, max_bytes: int) -> int:
     return size
 
 
-def read_pdf(
-    path: Path, max_bytes: int, name: str | None = None, on_page: Callable[[int, int], None] | None = None
-) -> PdfDocument:
-    """Parse ``path``; raises RejectedFile for empty, oversized, non-PDF, corrupt, encrypted or textless files."""
+@dataclass
+class OpenedPdf:
+    """A PDF that passed the checks and opened; its pages are read lazily, one at a time."""
+
+    path: Path
+    name: str
+    sha256: str
+    size: int
+    page_count: int
+    reader: object
+
+    def pages(self, on_page: Callable[[int, int], None] | None = None) -> Iterator[PdfPage]:
+        """Pages with text, in order. Raises RejectedFile at the end if no page had any text."""
+        on_page = on_page or (lambda _done, _total: None)
+        failures = found = 0
+        for index in range(self.page_count):
+            on_page(index, self.page_count)
+            try:
+                text = self.reader.pages[index].extract_text() or ""
+            except Exception as exc:  # noqa: BLE001 - one bad page must not lose the others
+                failures += 1
+                log.warning("%s: page %d unreadable (%s); skipped", self.name, index + 1, _short(exc))
+                continue
+            text = text.replace("\x00", "").strip()
+            if len(text) >= MIN_PAGE_CHARS:
+                found += 1
+                yield PdfPage(number=index + 1, text=text)
+        on_page(self.page_count, self.page_count)
+        if failures == self.page_count:
+            raise RejectedFile("corrupt PDF: no page could be read")
+        if not found:
+            raise RejectedFile(f"no text layer, probably scanned ({self.page_count} pages, no extractable text)")
+
+
+def open_pdf(path: Path, max_bytes: int, name: str | None = None) -> OpenedPdf:
+    """Check and open ``path``; raises RejectedFile for empty, oversized, non-PDF, corrupt or encrypted files."""
     from pypdf import PdfReader
     from pypdf.errors import FileNotDecryptedError, PdfReadError
 
@@ -105,28 +137,16 @@ def read_pdf(
         raise RejectedFile(f"corrupt or truncated PDF ({_short(exc)})") from exc
     if page_count == 0:
         raise RejectedFile("corrupt or truncated PDF (no pages found)")
-    pages = list(_page_texts(reader, path, on_page or (lambda _done, _total: None)))
-    if not pages:
-        raise RejectedFile(f"no text layer, probably scanned ({page_count} pages, no extractable text)")
-    return PdfDocument(path=path, name=name or path.name, sha256=sha, size=size, page_count=page_count, pages=pages)
+    return OpenedPdf(path, name or path.name, sha, size, page_count, reader)
 
 
-def _page_texts(reader, path: Path, on_page: Callable[[int, int], None]) -> Iterator[PdfPage]:
-    failures = 0
-    total = len(reader.pages)
-    for index in range(total):
-        on_page(index, total)
-        try:
-            text = reader.pages[index].extract_text() or ""
-        except Exception as exc:  # noqa: BLE001 - one bad page must not lose the others
-            failures += 1
-            log.warning("%s: page %d unreadable (%s); skipped", path.name, index + 1, _short(exc))
-            continue
-        text = text.replace("\x00", "").strip()
-        if len(text) >= MIN_PAGE_CHARS:
-            yield PdfPage(number=index + 1, text=text)
-    if failures == len(reader.pages):
-        raise RejectedFile("corrupt PDF: no page could be read")
+def read_pdf(
+    path: Path, max_bytes: int, name: str | None = None, on_page: Callable[[int, int], None] | None = None
+) -> PdfDocument:
+    """Open and read every page; raises RejectedFile as ``open_pdf`` does, or for a PDF with no text."""
+    opened = open_pdf(path, max_bytes, name)
+    pages = list(opened.pages(on_page))
+    return PdfDocument(opened.path, opened.name, opened.sha256, opened.size, opened.page_count, pages)
 
 
 def _short(exc: BaseException) -> str:

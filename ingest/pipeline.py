@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ingest.chunker import Chunk, Chunker
-from ingest.pdf_reader import PdfDocument, RejectedFile, read_pdf
+from ingest.pdf_reader import OpenedPdf, RejectedFile, open_pdf
 from rag.registry import DELETING, INGESTED, INGESTING, REJECTED, Registry
 from rag.store import ChunkStore
 
@@ -84,12 +84,24 @@ class SourceFile:
     name: str  # the name the document is known by (a file name, possibly Chinese)
 
 
+@dataclass(frozen=True)
+class _Batch:
+    chunks: list[Chunk]
+    pages_read: int  # pages read so far, for estimating the document's chunk total
+
+
+_END = "end of document"
+
+
 @dataclass
 class _Parsed:
+    """One file as the reading thread hands it over: opened, then its chunks arrive in ``batches``."""
+
     position: int
     source: SourceFile
-    document: PdfDocument | None = None
-    chunks: list[Chunk] | None = None
+    pdf: OpenedPdf | None = None
+    batches: queue.Queue = field(default_factory=lambda: queue.Queue(maxsize=4))  # _Batch, then _END or an error
+    abandoned: threading.Event = field(default_factory=threading.Event)  # the storing side gave up on it
     result: FileResult | None = None  # set when nothing is left to store
 
 
@@ -184,16 +196,7 @@ class Ingestor:
                     if source.name in seen:
                         raise RejectedFile(f"another file named {source.name!r} is in the same batch")
                     seen[source.name] = position
-                    self._parse(
-                        item,
-                        batch_hashes,
-                        lambda done, total, p=position, n=source.name: notify(
-                            Progress(n, p, len(sources), "pages", done, total)
-                        ),
-                    )
-                    if item.document is not None:
-                        pages = item.document.page_count
-                        notify(Progress(source.name, position, len(sources), "pages", pages, pages))
+                    self._open(item, batch_hashes)
                 except RejectedFile as exc:
                     item.result = self._rejected(source.name, exc.reason)
                 except Exception as exc:  # noqa: BLE001 - one file's failure must not stop the others
@@ -201,25 +204,53 @@ class Ingestor:
                     item.result = self._rejected(source.name, f"could not be read ({type(exc).__name__}: {exc})")
                 if not _put(out, item, stop):
                     return
+                if item.result is None:
+                    self._read_pages(item, len(sources), notify, stop)
+                if stop.is_set():
+                    return
         finally:
             _put(out, None, stop)
 
-    def _parse(self, item: _Parsed, batch_hashes: dict[str, str], on_page: Callable[[int, int], None]) -> None:
-        document = read_pdf(item.source.path, self.max_bytes, name=item.source.name, on_page=on_page)
-        record = self.registry.get(document.name)
-        if record and record.status == INGESTED and record.sha256 == document.sha256:
-            item.result = FileResult(document.name, UNCHANGED, None, record.pages, record.chunks)
+    def _open(self, item: _Parsed, batch_hashes: dict[str, str]) -> None:
+        pdf = open_pdf(item.source.path, self.max_bytes, name=item.source.name)
+        record = self.registry.get(pdf.name)
+        if record and record.status == INGESTED and record.sha256 == pdf.sha256:
+            item.result = FileResult(pdf.name, UNCHANGED, None, record.pages, record.chunks)
             return
         # Chunk ids derive from the content hash: the same content under a second name is not stored twice.
-        twin = batch_hashes.get(document.sha256) or getattr(self.registry.find_by_sha(document.sha256), "name", None)
-        if twin and twin != document.name:
+        twin = batch_hashes.get(pdf.sha256) or getattr(self.registry.find_by_sha(pdf.sha256), "name", None)
+        if twin and twin != pdf.name:
             item.result = FileResult(
-                document.name, UNCHANGED, f"same content as {twin!r}, already indexed", document.page_count, 0
+                pdf.name, UNCHANGED, f"same content as {twin!r}, already indexed", pdf.page_count, 0
             )
             return
-        batch_hashes[document.sha256] = document.name
-        item.document = document
-        item.chunks = self.chunker.split_document(document)
+        batch_hashes[pdf.sha256] = pdf.name
+        item.pdf = pdf
+
+    def _read_pages(self, item: _Parsed, file_count: int, notify: ProgressFn, stop: threading.Event) -> None:
+        """Read and chunk page by page, handing over a batch as soon as it is full (embedding starts early)."""
+        pdf = item.pdf
+        assert pdf is not None
+
+        def on_page(done: int, total: int) -> None:
+            notify(Progress(pdf.name, item.position, file_count, "pages", done, total))
+
+        pending: list[Chunk] = []
+        next_index = 0
+        try:
+            for page in pdf.pages(on_page):
+                chunks = self.chunker.split_page(page, pdf.name, pdf.sha256, next_index)
+                next_index += len(chunks)
+                pending += chunks
+                while len(pending) >= self.batch_size:
+                    batch, pending = pending[: self.batch_size], pending[self.batch_size :]
+                    if not _put(item.batches, _Batch(batch, page.number), stop, item.abandoned):
+                        return
+            if pending and not _put(item.batches, _Batch(pending, pdf.page_count), stop, item.abandoned):
+                return
+            _put(item.batches, _END, stop, item.abandoned)
+        except Exception as exc:  # noqa: BLE001 - handed to the storing side, which rolls the file back
+            _put(item.batches, exc, stop, item.abandoned)
 
     def _rejected(self, name: str, reason: str) -> FileResult:
         """Record a refusal; a document already indexed under this name keeps its previous version."""
@@ -233,15 +264,24 @@ class Ingestor:
     # -- storing (caller's thread) ------------------------------------------------------------------------
 
     def _store_or_roll_back(self, item: _Parsed, file_count: int, notify: ProgressFn) -> FileResult:
-        """Store one document; if storing fails, remove its partial chunks and keep any earlier version."""
-        assert item.document is not None
-        previous = self.registry.get(item.document.name)
+        """Store one document; if reading or storing fails, remove its new chunks and keep any earlier version."""
+        assert item.pdf is not None
+        name, sha = item.pdf.name, item.pdf.sha256
+        previous = self.registry.get(name)
         try:
             return self._store(item, file_count, notify)
         except Exception as exc:  # noqa: BLE001 - reported per file; the other files go on
-            log.exception("storing %s failed", item.document.name)
-            name, sha = item.document.name, item.document.sha256
+            item.abandoned.set()
+            if isinstance(exc, RejectedFile):  # found while reading its pages (no text at all, say)
+                reason, kept = exc.reason, f"{exc.reason} (the previously indexed version is kept)"
+            else:
+                log.exception("storing %s failed", name)
+                reason = f"could not be stored ({exc})"
+                kept = f"{reason}; the previous version is kept"
             self.store.delete_source(name, only_sha256=sha)
+            new_copy = self.registry.get(name)
+            if new_copy and new_copy.path != (previous.path if previous else None):
+                self._drop_copy(new_copy.path)
             if previous is not None and previous.status == INGESTED and previous.sha256 != sha:
                 self.registry.put(
                     name,
@@ -252,45 +292,36 @@ class Ingestor:
                     chunks=previous.chunks,
                     path=previous.path,
                 )
-                return FileResult(name, REJECTED_STATUS, f"could not be stored ({exc}); the previous version is kept")
-            self.registry.put(name, REJECTED, reason=f"could not be stored ({exc})")
-            return FileResult(name, REJECTED_STATUS, f"could not be stored ({exc})")
+                return FileResult(name, REJECTED_STATUS, kept)
+            self.registry.put(name, REJECTED, reason=reason)
+            return FileResult(name, REJECTED_STATUS, reason)
 
     def _store(self, item: _Parsed, file_count: int, notify: ProgressFn) -> FileResult:
-        document, chunks = item.document, item.chunks or []
-        assert document is not None
-        previous = self.registry.get(document.name)
+        pdf = item.pdf
+        assert pdf is not None
+        previous = self.registry.get(pdf.name)
         updating = previous is not None and previous.status in (INGESTED, INGESTING) and previous.sha256
-        path = self._keep_copy(document) if self.keep_dir else document.path
-        self.registry.put(
-            document.name,
-            INGESTING,
-            sha256=document.sha256,
-            size=document.size,
-            pages=document.page_count,
-            chunks=len(chunks),
-            path=str(path.resolve()),
-        )
-        for start in range(0, len(chunks), self.batch_size):
-            batch = chunks[start : start + self.batch_size]
+        path = str((self._keep_copy(pdf) if self.keep_dir else pdf.path).resolve())
+        fields = dict(sha256=pdf.sha256, size=pdf.size, pages=pdf.page_count, path=path)
+        self.registry.put(pdf.name, INGESTING, **fields)
+        stored = 0
+        while (message := item.batches.get()) is not _END:
+            if isinstance(message, BaseException):
+                raise message
+            batch = message.chunks
             self.store.add([c.text for c in batch], [c.metadata() for c in batch], [c.id for c in batch])
-            notify(Progress(document.name, item.position, file_count, "chunks", start + len(batch), len(chunks)))
-        self.store.delete_source(document.name, keep_sha256=document.sha256)
-        self.registry.put(
-            document.name,
-            INGESTED,
-            sha256=document.sha256,
-            size=document.size,
-            pages=document.page_count,
-            chunks=len(chunks),
-            path=str(path.resolve()),
-        )
-        if updating and previous and previous.path and previous.path != str(path.resolve()):
+            stored += len(batch)
+            expected = max(stored, round(stored * pdf.page_count / max(1, message.pages_read)))
+            notify(Progress(pdf.name, item.position, file_count, "chunks", stored, expected))
+        notify(Progress(pdf.name, item.position, file_count, "chunks", stored, stored))
+        self.store.delete_source(pdf.name, keep_sha256=pdf.sha256)
+        self.registry.put(pdf.name, INGESTED, chunks=stored, **fields)
+        if updating and previous and previous.path and previous.path != path:
             self._drop_copy(previous.path)
-        status = UPDATED if updating and previous and previous.sha256 != document.sha256 else INGESTED_NEW
-        return FileResult(document.name, status, None, document.page_count, len(chunks))
+        status = UPDATED if updating and previous and previous.sha256 != pdf.sha256 else INGESTED_NEW
+        return FileResult(pdf.name, status, None, pdf.page_count, stored)
 
-    def _keep_copy(self, document: PdfDocument) -> Path:
+    def _keep_copy(self, document: OpenedPdf) -> Path:
         assert self.keep_dir is not None
         target = self.keep_dir / document.sha256[:16] / document.name
         if not target.is_file():
@@ -317,9 +348,9 @@ class Ingestor:
         self.registry.remove(name)
 
 
-def _put(out: queue.Queue, item: _Parsed | None, stop: threading.Event) -> bool:
-    """Hand an item to the storing thread unless it has stopped (it raised); False when it has."""
-    while not stop.is_set():
+def _put(out: queue.Queue, item, *stops: threading.Event) -> bool:
+    """Hand ``item`` to the storing side unless it stopped (raised, or gave up on this file); False then."""
+    while not any(stop.is_set() for stop in stops):
         try:
             out.put(item, timeout=0.2)
             return True

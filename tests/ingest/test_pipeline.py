@@ -224,3 +224,30 @@ def test_store_refuses_another_embedder(settings, services, english_pdf):
     with pytest.raises(EmbedderMismatch, match="built with the embedder 'all-MiniLM-L6-v2'.*'other-model'"):
         ChunkStore(settings.chroma_dir, services.embedder, "other-model")
     assert ChunkStore(settings.chroma_dir, services.embedder, "all-MiniLM-L6-v2").count() > 0
+
+
+def test_embedding_starts_before_a_long_document_is_read(settings, pdf_dir):
+    path = make_pdf(pdf_dir / "long.pdf", [f"Page {i}. " + ZEBRA for i in range(12)])
+    ingestor, store, _ = build_ingestor(settings)  # one chunk per page, batches of one chunk
+    events = []
+    result = ingestor.ingest(sources(path), progress=events.append).files[0]
+    kinds = [(e.phase, e.done) for e in events]
+    first_stored = kinds.index(("chunks", 1))
+    last_page = max(i for i, (phase, _) in enumerate(kinds) if phase == "pages")
+    assert first_stored < last_page  # parsing overlaps with embedding, page by page
+    assert result.chunks == store.count() >= 12
+    assert [e for e in events if e.phase == "chunks"][-1].total == result.chunks
+
+
+def test_scanned_new_version_keeps_the_indexed_one(services, pdf_dir, english_pdf):
+    services.ingestor.ingest(sources(english_pdf))
+    before = stored_ids(services.store, "animals.pdf")
+    make_image_only_pdf(english_pdf, pages=2)
+    result = services.ingestor.ingest(sources(english_pdf)).files[0]
+    assert result.status == "rejected"
+    assert result.reason == (
+        "no text layer, probably scanned (2 pages, no extractable text) (the previously indexed version is kept)"
+    )
+    assert stored_ids(services.store, "animals.pdf") == before
+    record = services.registry.get("animals.pdf")
+    assert record.status == INGESTED and record.pages == 3
