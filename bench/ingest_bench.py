@@ -582,12 +582,21 @@ def _per_document(chunks):
 def _instrument(services):
     """Wrap instance methods (never the modules) to add up seconds per stage, per thread.
 
-    Main thread: ``_store`` (everything done for one parsed file), inside it ``store.add`` and inside that
-    ``embed_documents``. Reader thread: ``_parse_all`` (its whole life), inside it ``_parse`` and inside that
-    ``split_document``. What is left of a thread's time is waiting on the other one.
+    Main thread: ``_store`` (everything done for one file), inside it ``store.add`` and inside that
+    ``embed_documents``. Reader thread: ``_parse_all`` (its whole life), inside it ``_open`` (checks, hash)
+    and ``_read_pages`` (pypdf page by page, chunking with ``split_page``, and handing batches over, which
+    blocks while the main thread is behind). What is left of a thread's time is waiting on the other one.
     """
     stages = dict.fromkeys(
-        ["reader_total_s", "reader_parse_s", "reader_chunk_s", "main_store_s", "main_store_add_s", "main_embed_s"],
+        [
+            "reader_total_s",
+            "reader_open_s",
+            "reader_parse_s",
+            "reader_chunk_s",
+            "main_store_s",
+            "main_store_add_s",
+            "main_embed_s",
+        ],
         0.0,
     )
     stages["main_embed_chunks"] = 0
@@ -630,8 +639,9 @@ def _instrument(services):
 
     wrapped = [
         (ingestor, "_parse_all", "reader_total_s"),
-        (ingestor, "_parse", "reader_parse_s"),
-        (ingestor.chunker, "split_document", "reader_chunk_s"),
+        (ingestor, "_open", "reader_open_s"),
+        (ingestor, "_read_pages", "reader_parse_s"),
+        (ingestor.chunker, "split_page", "reader_chunk_s"),
         (ingestor, "_store", "main_store_s"),
         (store, "add", "main_store_add_s"),
     ]
@@ -645,7 +655,7 @@ def _instrument(services):
 
         return wrapper
 
-    decorate = {"_parse": interval, "_parse_all": thread_cpu_of}
+    decorate = {"_read_pages": interval, "_parse_all": thread_cpu_of}
     for obj, name, key in wrapped:
         if hasattr(obj, name):
             fn = getattr(obj, name)
@@ -658,8 +668,9 @@ def _instrument(services):
         for obj, name, _key in wrapped:
             obj.__dict__.pop(name, None)
         embedder.__dict__.pop("embed_documents", None)
+        # _read_pages = pypdf page by page + chunking + handing batches over (blocking while embedding lags)
         stages["reader_parse_only_s"] = stages["reader_parse_s"] - stages["reader_chunk_s"]
-        stages["reader_blocked_s"] = stages["reader_total_s"] - stages["reader_parse_s"]
+        stages["reader_blocked_s"] = stages["reader_total_s"] - stages["reader_parse_s"] - stages["reader_open_s"]
         stages["main_chroma_write_s"] = stages["main_store_add_s"] - stages["main_embed_s"]
         stages["main_store_other_s"] = stages["main_store_s"] - stages["main_store_add_s"]
         stages["main_waiting_s"] = wall - stages["main_store_s"]
@@ -759,9 +770,10 @@ def print_ingest(r: dict, sample: list[dict]) -> None:
         ["main: Chroma upsert (store.add minus embedding)", s["main_chroma_write_s"]],
         ["main: registry, delete_source of old versions", s["main_store_other_s"]],
         ["main: waiting for the reader thread", s["main_waiting_s"]],
-        ["reader: read_pdf + registry checks", s["reader_parse_only_s"]],
-        ["reader: chunking", s["reader_chunk_s"]],
-        ["reader: blocked on the full queue", s["reader_blocked_s"]],
+        ["reader: open, checks, sha256 (_open)", s["reader_open_s"]],
+        ["reader: pypdf pages + handing batches over (waits while embedding lags)", s["reader_parse_only_s"]],
+        ["reader: chunking (split_page)", s["reader_chunk_s"]],
+        ["reader: waiting to hand over the next file", s["reader_blocked_s"]],
     ]
     rows = [[name, sec, 100 * sec / wall] for name, sec in rows]
     o = r["pipeline_embed_overlap"]
