@@ -6,9 +6,11 @@ import hashlib
 import logging
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+_converting = threading.Lock()  # one conversion at a time in this process (preload and status may race)
 
 
 def cache_key(gguf_path: Path) -> str:
@@ -22,11 +24,11 @@ def cache_key(gguf_path: Path) -> str:
 def converted_dir(gguf_path: Path, cache_dir: Path) -> Path:
     """Folder holding the converted model; built (atomically) on first use."""
     target = cache_dir / "models" / cache_key(gguf_path)
-    if (target / "config.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    log.info("converting %s to a transformers checkpoint under %s (one time)", gguf_path.name, target)
-    _convert(gguf_path, target)
+    with _converting:
+        if not (target / "config.json").is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            log.info("converting %s to a transformers checkpoint under %s (one time)", gguf_path.name, target)
+            _convert(gguf_path, target)
     return target
 
 
@@ -50,4 +52,6 @@ def _convert(gguf_path: Path, target: Path) -> None:
         staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        if (target / "config.json").is_file():  # another process finished the same conversion first
+            return
         raise

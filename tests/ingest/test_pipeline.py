@@ -115,18 +115,26 @@ def test_delete_removes_chunks_and_row(services, english_pdf, chinese_pdf):
     assert not services.ingestor.delete("animals.pdf")
 
 
-class CrashingStore(ChunkStore):
-    """The real store, failing (like a killed process) after a number of successful writes."""
+class FailingStore(ChunkStore):
+    """The real store whose writes fail after a number of successes: ``KeyboardInterrupt`` stands for a killed
+    process, ``OSError`` for a full disk."""
 
-    def __init__(self, *args, writes_before_crash: int, **kwargs) -> None:
+    def __init__(self, *args, writes_before_failure: int, error: BaseException, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.writes_left = writes_before_crash
+        self.writes_left = writes_before_failure
+        self.error = error
 
     def add(self, texts, metadatas, ids) -> None:
         if self.writes_left == 0:
-            raise KeyboardInterrupt("simulated crash")
+            raise self.error
         self.writes_left -= 1
         super().add(texts, metadatas, ids)
+
+
+def crashing(settings, writes_before_crash: int):
+    return build_ingestor(
+        settings, FailingStore, writes_before_failure=writes_before_crash, error=KeyboardInterrupt("simulated crash")
+    )
 
 
 def build_ingestor(settings, store_class=ChunkStore, **store_kwargs):
@@ -147,9 +155,9 @@ def test_crash_mid_ingest_then_rerun_finishes_exactly(settings, pdf_dir, tmp_pat
     expected_ids = stored_ids(clean_store, "long.pdf")
     assert expected.chunks >= 6
 
-    crashing, store, registry = build_ingestor(settings, CrashingStore, writes_before_crash=3)
+    crashed, store, registry = crashing(settings, writes_before_crash=3)
     with pytest.raises(KeyboardInterrupt):
-        crashing.ingest(sources(path))
+        crashed.ingest(sources(path))
     assert registry.get("long.pdf").status == INGESTING
     assert 0 < len(stored_ids(store, "long.pdf")) < expected.chunks
     registry.close()
@@ -167,11 +175,11 @@ def test_recover_resumes_interrupted_ingest_and_delete(settings, pdf_dir, englis
     ingestor, store, registry = build_ingestor(settings)
     ingestor.ingest(sources(english_pdf))
     registry.set_status("animals.pdf", DELETING)  # as if killed during a delete
-    crashing, _, crash_registry = build_ingestor(settings, CrashingStore, writes_before_crash=0)
+    crashed, _, crash_registry = crashing(settings, writes_before_crash=0)
     keep = make_pdf(pdf_dir / "keep.pdf", ["Resumable content about otters."])
     for path in (keep, gone):
         with pytest.raises(KeyboardInterrupt):
-            crashing.ingest(sources(path))
+            crashed.ingest(sources(path))
     gone.unlink()
 
     recovered = ingestor.recover()
@@ -183,20 +191,6 @@ def test_recover_resumes_interrupted_ingest_and_delete(settings, pdf_dir, englis
     assert not stored_ids(store, "gone.pdf")
 
 
-class FailingStore(ChunkStore):
-    """The real store whose writes fail after a number of successes, like a full disk."""
-
-    def __init__(self, *args, writes_before_failure: int, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.writes_left = writes_before_failure
-
-    def add(self, texts, metadatas, ids) -> None:
-        if self.writes_left == 0:
-            raise OSError("No space left on device")
-        self.writes_left -= 1
-        super().add(texts, metadatas, ids)
-
-
 def test_store_failure_rolls_back_and_keeps_previous_version(settings, pdf_dir):
     path = make_pdf(pdf_dir / "notes.pdf", [f"Old page {i}. " + ZEBRA for i in range(3)])
     ingestor, store, registry = build_ingestor(settings)
@@ -206,7 +200,9 @@ def test_store_failure_rolls_back_and_keeps_previous_version(settings, pdf_dir):
 
     make_pdf(path, [f"New page {i}. " + ZEBRA for i in range(4)])
     other = make_pdf(pdf_dir / "other.pdf", ["Another document about otters."])
-    failing, store, registry = build_ingestor(settings, FailingStore, writes_before_failure=2)
+    failing, store, registry = build_ingestor(
+        settings, FailingStore, writes_before_failure=2, error=OSError("No space left on device")
+    )
     report = failing.ingest(sources(path, other))
     result = by_file(report)["notes.pdf"]
     assert result.status == "rejected"
