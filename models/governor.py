@@ -167,6 +167,10 @@ class Governor:
         finally:
             self.release(name)
 
+    def names(self) -> list[str]:
+        with self._cond:
+            return list(self._entries)
+
     def loaded(self, name: str) -> bool:
         with self._cond:
             return self._entries[name].resident

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import logging
-import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,16 +12,11 @@ from models.chat_templates import LLAMA2_CHAT
 from models.device import resolve_device
 from models.gguf_cache import converted_dir
 from models.packaged import smollm2_gguf
+from models.streaming import SamplingParams, StreamingGenerator
+
+__all__ = ["Generator", "LlmSpec", "SamplingParams", "estimate_footprint", "quantization_config"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    temperature: float = 0.7
-    top_p: float = 0.95
-    repetition_penalty: float = 1.1
-    max_new_tokens: int = 512
 
 
 @dataclass(frozen=True)
@@ -60,7 +52,7 @@ def quantization_config(quantization: str, device: str):
     )
 
 
-def _dtype(quantization: str, device: str):
+def torch_dtype(quantization: str, device: str):
     import torch
 
     if quantization in ("bf16", "nf4", "int8") or (quantization == "auto" and device.startswith("cuda")):
@@ -105,7 +97,7 @@ class Generator:
         source = resolve_source(spec)
         self.name = spec.model or "SmolLM2-135M-Instruct (GGUF Q4_1, packaged)"
         quant = quantization_config(spec.quantization, self.device)
-        kwargs = {"dtype": _dtype(spec.quantization, self.device), "local_files_only": True}
+        kwargs = {"dtype": torch_dtype(spec.quantization, self.device), "local_files_only": True}
         if quant is not None:
             kwargs["quantization_config"] = quant
             kwargs["device_map"] = self.device
@@ -117,12 +109,7 @@ class Generator:
         if quant is None:
             self.model.to(self.device)
         self.model.eval()
-        self._lock = threading.Lock()
-        # One long-lived thread runs every generate: on CUDA, the first generate in a new thread runs at half
-        # speed (measured: bench/stream_overhead.py), so a thread per answer would always be the slow one.
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zhiku-generate")
-        self.last_first_token_s: float | None = None  # of the latest stream: prompt in -> first token id out
-        self.last_new_tokens = 0
+        self._streaming = StreamingGenerator(self.model, self.tokenizer)
         self._warm_up()
         self.load_seconds = time.perf_counter() - started
         log.info("loaded %s on %s in %.1f s", self.name, self.device, self.load_seconds)
@@ -154,39 +141,18 @@ class Generator:
         """Yield decoded text pieces as the model produces them."""
         import torch
 
-        streamer = _TimedStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
         input_ids = torch.tensor([prompt_ids], device=self.model.device)
-        sample = params.temperature > 0
-        kwargs = dict(
-            input_ids=input_ids,
-            attention_mask=torch.ones_like(input_ids),
-            streamer=streamer,
-            max_new_tokens=params.max_new_tokens,
-            repetition_penalty=params.repetition_penalty,
-            do_sample=sample,
-            pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+        yield from self._streaming.stream_inputs(
+            {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}, params
         )
-        if sample:
-            kwargs.update(temperature=params.temperature, top_p=params.top_p)
-        errors: list[BaseException] = []
 
-        def run() -> None:
-            try:
-                with torch.inference_mode():
-                    self.model.generate(**kwargs)
-            except BaseException as exc:  # surfaced to the caller below
-                errors.append(exc)
-                streamer.end()
+    @property
+    def last_first_token_s(self) -> float | None:
+        return self._streaming.last_first_token_s
 
-        with self._lock:
-            started = time.perf_counter()
-            done = self._worker.submit(run)
-            yield from streamer
-            done.result()
-            self.last_first_token_s = (streamer.first_token_at or time.perf_counter()) - started
-            self.last_new_tokens = streamer.new_tokens
-        if errors:
-            raise errors[0]
+    @property
+    def last_new_tokens(self) -> int:
+        return self._streaming.last_new_tokens
 
     def _warm_up(self) -> None:
         """Pay the generation thread's one-time start-up cost now rather than in the first answer."""
@@ -196,41 +162,5 @@ class Generator:
 
     def unload(self) -> None:
         """Drop the weights so the memory can be reclaimed."""
-        import gc
-
-        self._worker.shutdown(wait=True)
+        self._streaming.release()
         self.model = None
-        gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
-
-
-@functools.cache
-def _timed_streamer_class():
-    from transformers import TextIteratorStreamer
-
-    class TimedStreamer(TextIteratorStreamer):
-        """Records when the first generated token id arrives; text only flushes at word ends, later."""
-
-        first_token_at: float | None = None
-        new_tokens = 0
-        _prompt_seen = False
-
-        def put(self, value) -> None:
-            if self._prompt_seen:
-                if self.first_token_at is None:
-                    self.first_token_at = time.perf_counter()
-                self.new_tokens += int(value.numel()) if hasattr(value, "numel") else 1
-            self._prompt_seen = True
-            super().put(value)
-
-    return TimedStreamer
-
-
-def _TimedStreamer(*args, **kwargs):  # noqa: N802 - a class made lazily so transformers loads on first use
-    return _timed_streamer_class()(*args, **kwargs)

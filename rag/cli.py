@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -19,6 +20,10 @@ def parser() -> argparse.ArgumentParser:
     ask.add_argument("question")
     ask.add_argument("--k", type=int, default=None, help="chunks to retrieve (default: setting top_k, 5)")
     ask.add_argument("--retrieve-only", action="store_true", help="skip generation; answer is null")
+    ask.add_argument("--image", help="ask about this image (PNG, JPEG, WebP) with the vision model")
+    ask.add_argument(
+        "--with-documents", action="store_true", help="with --image: add the most relevant document chunks"
+    )
     ask.add_argument("--json", action="store_true", help="print a machine-readable result")
     ask.add_argument("--max-new-tokens", type=int, default=None, help="longest answer in tokens")
     ask.add_argument("--temperature", type=float, default=None, help="sampling temperature, 0 = greedy")
@@ -76,22 +81,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _ask(services, args) -> int:
+    from rag.image_qa import VisionNotConfigured
+
+    if args.image and args.retrieve_only:
+        print("error: --retrieve-only does not go with --image", file=sys.stderr)
+        return EXIT_USAGE
     try:
-        if args.json or args.retrieve_only:
-            answer = services.qa.ask(args.question, k=args.k, generate=not args.retrieve_only)
+        if args.image:
+            updates = services.image_qa.stream(args.question, Path(args.image), args.with_documents, args.k)
         else:
-            answer = None
-            printed = 0
-            for answer in services.qa.stream(args.question, k=args.k):
-                if answer.text and answer.grounded:
-                    sys.stdout.write(answer.text[printed:])
-                    sys.stdout.flush()
-                    printed = len(answer.text)
-            if answer and answer.text and not answer.grounded:
-                print(answer.text)
-            else:
-                print()
-    except ValueError as exc:
+            updates = services.qa.stream(args.question, k=args.k, generate=not args.retrieve_only)
+        answer, printed = None, 0
+        for answer in updates:
+            if not args.json and answer.text:
+                sys.stdout.write(answer.text[printed:])
+                sys.stdout.flush()
+                printed = len(answer.text)
+        if printed:
+            print()
+    except VisionNotConfigured as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except ValueError as exc:  # an empty question, a bad image (the message names the file)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.json:

@@ -4,50 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
-from models.governor import is_out_of_memory
 from models.llm import SamplingParams
 from models.protocols import ModelProvider, TextGenerator
+from rag.answering import Answer, Source, governed, retrieve_relevant, stream_text
 from rag.prompts import NO_DOCUMENTS, NOTHING_RELEVANT, detect_language, fit_prompt
-from rag.relevance import relevant as relevant_chunks
 from rag.retriever import Retriever
 from rag.store import StoredChunk
-
-
-@dataclass(frozen=True)
-class Source:
-    file: str
-    page: int
-    score: float
-    text: str
-
-    @classmethod
-    def of(cls, chunk: StoredChunk) -> Source:
-        return cls(chunk.file, chunk.page, chunk.score, chunk.text)
-
-
-@dataclass
-class Answer:
-    """Grows while streaming: ``text`` gains tokens until ``done``."""
-
-    question: str
-    language: str
-    text: str | None = None
-    sources: list[Source] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    grounded: bool = False  # True when the text was generated from retrieved chunks
-    done: bool = False
-
-    def as_dict(self) -> dict:
-        return {
-            "answer": self.text,
-            "sources": [asdict(s) for s in self.sources],
-            "timings": {k: round(v, 2) for k, v in self.timings.items()},
-            "language": self.language,
-            "notes": self.notes,
-        }
 
 
 class QAService:
@@ -82,35 +46,25 @@ class QAService:
             raise ValueError("The question is empty / 问题为空")
         answer = Answer(question=question, language=detect_language(question))
         started = time.perf_counter()
-        retrieval = self.retriever.retrieve(question, k or self.top_k)
-        answer.timings.update(embed_ms=retrieval.embed_ms, search_ms=retrieval.search_ms)
-
+        retrieval, relevant = retrieve_relevant(
+            self.retriever, question, k or self.top_k, self.min_score, self.sure_score, answer
+        )
         if not generate:
             answer.sources = [Source.of(c) for c in retrieval.chunks]
             answer.done = True
             yield answer
             return
-        scored = [(c.text, c.score) for c in retrieval.chunks]
-        relevant = [retrieval.chunks[i] for i in relevant_chunks(question, scored, self.min_score, self.sure_score)]
         if not retrieval.chunks or not relevant:
             answer.text = (NO_DOCUMENTS if not retrieval.chunks else NOTHING_RELEVANT)[answer.language]
             answer.done = True
             yield answer
             return
-
-        for attempt in (1, 2):
-            load_started = time.perf_counter()
-            try:
-                with self.models.acquire(self.chat_model) as generator:
-                    answer.timings["load_ms"] = (time.perf_counter() - load_started) * 1000
-                    yield from self._generate(generator, question, relevant, answer, started)
-                break
-            except Exception as exc:
-                # acquire() has already unloaded the idle models on out-of-memory: retry once, if nothing
-                # was shown to the user yet
-                if attempt == 2 or answer.text or not is_out_of_memory(exc):
-                    raise
-                answer.notes.append("ran out of memory; idle models were unloaded and the answer retried")
+        yield from governed(
+            self.models,
+            self.chat_model,
+            answer,
+            lambda generator: self._generate(generator, question, relevant, answer, started),
+        )
         if self.on_generation is not None:
             self.on_generation(self.chat_model, answer.timings)
 
@@ -131,29 +85,5 @@ class QAService:
             answer.notes.append("the question was longer than the model's context and was shortened")
         answer.sources = [Source.of(c) for c in prompt.chunks]
         answer.grounded = True
-        answer.text = ""
         answer.timings["prompt_tokens"] = len(prompt.prompt_ids)
-        gen_started = time.perf_counter()
-        pieces = 0
-        for piece in generator.stream(prompt.prompt_ids, params):
-            if not piece:
-                continue
-            if pieces == 0:
-                answer.timings["first_text_ms"] = (time.perf_counter() - gen_started) * 1000
-            pieces += 1
-            answer.text += piece
-            yield answer
-        elapsed = time.perf_counter() - gen_started
-        first = generator.last_first_token_s or 0.0
-        tokens = generator.last_new_tokens
-        answer.text = answer.text.strip()
-        answer.timings.update(
-            first_token_ms=first * 1000,
-            generate_ms=elapsed * 1000,
-            answer_tokens=tokens,
-            # decode speed: the tokens after the first, over the time after the first
-            tokens_per_s=(tokens - 1) / (elapsed - first) if tokens > 1 and elapsed > first else 0.0,
-            total_ms=(time.perf_counter() - started) * 1000,
-        )
-        answer.done = True
-        yield answer
+        yield from stream_text(generator, generator.stream(prompt.prompt_ids, params), answer, started)

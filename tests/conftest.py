@@ -4,4 +4,9 @@ from offline import enforce_offline
 
 enforce_offline()
 
-pytest_plugins = ["tests.fixtures.pdfs", "tests.fixtures.services", "tests.fixtures.markers"]
+pytest_plugins = [
+    "tests.fixtures.pdfs",
+    "tests.fixtures.services",
+    "tests.fixtures.markers",
+    "tests.fixtures.vision",
+]

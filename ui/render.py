@@ -6,7 +6,7 @@ import html
 from collections.abc import Sequence
 
 from ingest.pipeline import IngestReport
-from rag.qa import Answer, Source
+from rag.answering import Answer, Source
 from rag.registry import INGESTED, INGESTING, REJECTED, DocumentRecord
 
 TABLE_HEADERS = ["Document / 文档", "Pages / 页数", "Chunks / 块数", "Status / 状态", "Reason / 原因"]
@@ -43,6 +43,15 @@ def citation_line(sources: Sequence[Source]) -> str:
         return ""
     cited = "; ".join(f"{s.file} p. {s.page}" for s in sources)
     return f"\n\n— Sources / 来源: {cited}"
+
+
+def progress_text(answer: Answer) -> str:
+    """What to show while an answer streams: the text so far, or what is happening before it."""
+    if answer.text:
+        return answer.text
+    if answer.status:
+        return f"⏳ {answer.status}… / 正在加载模型…"
+    return "…"
 
 
 def answer_notes(answer: Answer) -> str:

@@ -8,12 +8,14 @@ from pathlib import Path
 import gradio as gr
 
 from ingest.pipeline import Progress, SourceFile
+from ui.image_tab import ImagePanel
 from ui.render import (
     TABLE_HEADERS,
     answer_notes,
     citation_line,
     document_rows,
     ingest_summary,
+    progress_text,
     sources_html,
 )
 from ui.system import SystemPanel
@@ -81,7 +83,7 @@ class ZhikuUI:
         try:
             answer = None
             for answer in self.services.qa.stream(question, k=int(k)):
-                history[-1] = {"role": "assistant", "content": answer.text or "…"}
+                history[-1] = {"role": "assistant", "content": progress_text(answer)}
                 yield history, "", ""
         except Exception as exc:  # noqa: BLE001 - shown to the user, logged in full
             log.exception("answering failed")
@@ -131,6 +133,8 @@ class ZhikuUI:
                     with gr.Row():
                         chosen = gr.Dropdown(label="Document / 文档", choices=[], scale=4, elem_id="doc-choice")
                         delete = gr.Button("Delete / 删除", variant="stop", scale=1, min_width=140, elem_id="delete")
+                with gr.Tab("Image / 图片", id="image"):
+                    ImagePanel(self.services).build()
                 with gr.Tab("System / 系统", id="system"):
                     system = SystemPanel(self.services)
                     system.build()

@@ -16,8 +16,9 @@ def indexed(services, english_pdf, chinese_pdf):
 def test_streams_a_grounded_answer_with_sources(indexed):
     updates = []
     for answer in indexed.qa.stream("When do the zebras cross the Mara River?"):
-        updates.append((answer.text, answer.done))
-    texts = [t for t, done in updates if not done]
+        updates.append((answer.text, answer.done, answer.status))
+    assert updates[0] == (None, False, "loading the chat model")  # the UI says a model is loading
+    texts = [t for t, done, _ in updates if not done and t is not None]
     assert len(texts) >= 3  # token by token
     assert all(len(a) <= len(b) for a, b in zip(texts, texts[1:]))
     assert answer.done and answer.grounded and answer.text

@@ -1,0 +1,107 @@
+"""Streaming generation shared by the chat and vision models: one long-lived worker thread per model.
+
+On CUDA the first ``generate`` in a new thread decodes at half speed (bench/stream_overhead.py), so a
+thread per answer would always be the slow one: each model owns one worker, warmed up at load.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.7
+    top_p: float = 0.95
+    repetition_penalty: float = 1.1
+    max_new_tokens: int = 512
+
+
+class StreamingGenerator:
+    """Runs ``model.generate`` on its worker thread and yields text; records time to first token."""
+
+    def __init__(self, model, tokenizer) -> None:
+        self.model = model
+        self._tokenizer = tokenizer
+        self._lock = threading.Lock()  # one generation at a time
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zhiku-generate")
+        self.last_first_token_s: float | None = None  # of the latest stream: inputs in -> first token id out
+        self.last_new_tokens = 0
+
+    def stream_inputs(self, inputs: dict, params: SamplingParams) -> Iterator[str]:
+        """Yield decoded text pieces for ``inputs`` (tensors for ``generate``: input_ids, pixel_values...)."""
+        import torch
+
+        streamer = _timed_streamer_class()(self._tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        sample = params.temperature > 0
+        kwargs = dict(
+            **inputs,
+            streamer=streamer,
+            max_new_tokens=params.max_new_tokens,
+            repetition_penalty=params.repetition_penalty,
+            do_sample=sample,
+            pad_token_id=self._tokenizer.pad_token_id or self._tokenizer.eos_token_id,
+        )
+        if sample:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    self.model.generate(**kwargs)
+            except BaseException as exc:  # surfaced to the caller below
+                errors.append(exc)
+                streamer.end()
+
+        with self._lock:
+            started = time.perf_counter()
+            done = self._worker.submit(run)
+            yield from streamer
+            done.result()
+            self.last_first_token_s = (streamer.first_token_at or time.perf_counter()) - started
+            self.last_new_tokens = streamer.new_tokens
+        if errors:
+            raise errors[0]
+
+    def release(self) -> None:
+        """Stop the worker and drop the weights so the memory can be reclaimed."""
+        import gc
+
+        self._worker.shutdown(wait=True)
+        self.model = None
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+
+
+@functools.cache
+def _timed_streamer_class():
+    from transformers import TextIteratorStreamer
+
+    class TimedStreamer(TextIteratorStreamer):
+        """Records when the first generated token id arrives; text only flushes at word ends, later."""
+
+        first_token_at: float | None = None
+        new_tokens = 0
+        _prompt_seen = False
+
+        def put(self, value) -> None:
+            if self._prompt_seen:
+                if self.first_token_at is None:
+                    self.first_token_at = time.perf_counter()
+                self.new_tokens += int(value.numel()) if hasattr(value, "numel") else 1
+            self._prompt_seen = True
+            super().put(value)
+
+    return TimedStreamer

@@ -1,0 +1,112 @@
+"""What the text and image answers share: the Answer record, relevant retrieval, governed streaming."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from models.governor import is_out_of_memory
+from models.protocols import ModelProvider
+from rag.relevance import relevant as relevant_indices
+from rag.retriever import Retrieval, Retriever
+from rag.store import StoredChunk
+
+
+@dataclass(frozen=True)
+class Source:
+    file: str
+    page: int
+    score: float
+    text: str
+
+    @classmethod
+    def of(cls, chunk: StoredChunk) -> Source:
+        return cls(chunk.file, chunk.page, chunk.score, chunk.text)
+
+
+@dataclass
+class Answer:
+    """Grows while streaming: ``text`` gains tokens until ``done``."""
+
+    question: str
+    language: str
+    text: str | None = None
+    sources: list[Source] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    grounded: bool = False  # True when the text was generated from retrieved chunks
+    done: bool = False
+    status: str | None = None  # what is happening before the first token, e.g. a model loading
+
+    def as_dict(self) -> dict:
+        return {
+            "answer": self.text,
+            "sources": [asdict(s) for s in self.sources],
+            "timings": {k: round(v, 2) for k, v in self.timings.items()},
+            "language": self.language,
+            "notes": self.notes,
+        }
+
+
+def retrieve_relevant(
+    retriever: Retriever, question: str, k: int, min_score: float, sure_score: float, answer: Answer
+) -> tuple[Retrieval, list[StoredChunk]]:
+    """The top ``k`` chunks, and those of them relevant enough to answer from; timings go into ``answer``."""
+    retrieval = retriever.retrieve(question, k)
+    answer.timings.update(embed_ms=retrieval.embed_ms, search_ms=retrieval.search_ms)
+    scored = [(c.text, c.score) for c in retrieval.chunks]
+    keep = relevant_indices(question, scored, min_score, sure_score)
+    return retrieval, [retrieval.chunks[i] for i in keep]
+
+
+def governed(
+    models: ModelProvider, name: str, answer: Answer, produce: Callable[[Any], Iterator[Answer]]
+) -> Iterator[Answer]:
+    """Run ``produce(model)`` holding ``name`` through the governor; say when the model must load first.
+
+    On out-of-memory, acquire() has already unloaded the idle models: retry once if nothing was shown yet.
+    """
+    if not models.loaded(name):
+        answer.status = f"loading the {name} model"
+        yield answer
+    for attempt in (1, 2):
+        load_started = time.perf_counter()
+        try:
+            with models.acquire(name) as model:
+                answer.timings["load_ms"] = (time.perf_counter() - load_started) * 1000
+                answer.status = None
+                yield from produce(model)
+            return
+        except Exception as exc:
+            if attempt == 2 or answer.text or not is_out_of_memory(exc):
+                raise
+            answer.notes.append("ran out of memory; idle models were unloaded and the answer retried")
+
+
+def stream_text(model, pieces: Iterator[str], answer: Answer, started: float) -> Iterator[Answer]:
+    """Append generated ``pieces`` to ``answer``, then record first-token time and decode speed."""
+    answer.text = ""
+    gen_started = time.perf_counter()
+    for piece in pieces:
+        if not piece:
+            continue
+        if "first_text_ms" not in answer.timings:
+            answer.timings["first_text_ms"] = (time.perf_counter() - gen_started) * 1000
+        answer.text += piece
+        yield answer
+    elapsed = time.perf_counter() - gen_started
+    first = model.last_first_token_s or 0.0
+    tokens = model.last_new_tokens
+    answer.text = answer.text.strip()
+    answer.timings.update(
+        first_token_ms=first * 1000,
+        generate_ms=elapsed * 1000,
+        answer_tokens=tokens,
+        # decode speed: the tokens after the first, over the time after the first
+        tokens_per_s=(tokens - 1) / (elapsed - first) if tokens > 1 and elapsed > first else 0.0,
+        total_ms=(time.perf_counter() - started) * 1000,
+    )
+    answer.done = True
+    yield answer

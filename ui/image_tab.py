@@ -1,0 +1,59 @@
+"""The Image tab: a question about an image, answered by the vision model, optionally with the documents."""
+
+from __future__ import annotations
+
+import logging
+
+import gradio as gr
+
+from rag.image_qa import VISION_NOT_CONFIGURED, ImageQuestionError
+from ui.render import answer_notes, citation_line, progress_text, sources_html
+
+log = logging.getLogger(__name__)
+
+
+class ImagePanel:
+    def __init__(self, services) -> None:
+        self.services = services
+
+    def ask(self, image_path: str | None, question: str, search_documents: bool):
+        if not image_path:
+            yield "Add an image first. / 请先上传图片。", ""
+            return
+        if not (question or "").strip():
+            yield "Type a question about the image. / 请输入关于图片的问题。", ""
+            return
+        answer = None
+        try:
+            for answer in self.services.image_qa.stream(question, image_path, search_documents):
+                yield progress_text(answer), ""
+        except ImageQuestionError as exc:
+            yield f"⚠️ {exc}", ""
+            return
+        except Exception as exc:  # noqa: BLE001 - shown to the user, logged in full
+            log.exception("image question failed")
+            yield f"⚠️ Error / 出错: {type(exc).__name__}: {exc}", ""
+            return
+        final = (answer.text or "") + citation_line(answer.sources) + answer_notes(answer)
+        yield final, sources_html(answer.sources)
+
+    def build(self) -> None:
+        if not self.services.image_qa.available:
+            gr.Markdown(
+                f"### Image questions are off / 图片问答未启用\n\n{VISION_NOT_CONFIGURED}", elem_id="vision-off"
+            )
+            return
+        with gr.Row():
+            image = gr.Image(type="filepath", label="Image / 图片 (PNG, JPEG, WebP)", height=360, elem_id="image")
+            with gr.Column():
+                question = gr.Textbox(
+                    label="Question / 问题",
+                    placeholder="What does this chart show? 这张图说明了什么？",
+                    elem_id="image-q",
+                )
+                search = gr.Checkbox(label="Also search my documents / 同时检索我的文档", elem_id="image-docs")
+                ask = gr.Button("Ask / 提问", variant="primary", elem_id="image-ask")
+        answer = gr.Markdown(elem_id="image-answer")
+        sources = gr.HTML(elem_id="image-sources")
+        ask.click(self.ask, [image, question, search], [answer, sources], api_name="ask_image")
+        question.submit(self.ask, [image, question, search], [answer, sources], api_name=False)
