@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import gradio as gr
 
+from models.vision import RejectedImage, load_image
 from rag.image_qa import VISION_NOT_CONFIGURED, ImageQuestionError
 from ui.render import answer_notes, citation_line, progress_text, sources_html
 
@@ -37,6 +39,16 @@ class ImagePanel:
         final = (answer.text or "") + citation_line(answer.sources) + answer_notes(answer)
         yield final, sources_html(answer.sources)
 
+    def preview(self, image_path: str | None):
+        """Show the image if it passes the checks; otherwise say why, naming the file."""
+        if not image_path:
+            return None, ""
+        try:
+            load_image(Path(image_path), self.services.image_qa.max_image_bytes)
+        except RejectedImage as exc:
+            return None, f"⚠️ {Path(image_path).name}: {exc.reason}"
+        return image_path, ""
+
     def build(self) -> None:
         if not self.services.image_qa.available:
             gr.Markdown(
@@ -44,7 +56,16 @@ class ImagePanel:
             )
             return
         with gr.Row():
-            image = gr.Image(type="filepath", label="Image / 图片 (PNG, JPEG, WebP)", height=360, elem_id="image")
+            with gr.Column():
+                # a file input, not gr.Image: a broken or mislabelled file must reach zhiku's own checks, which
+                # name the file and the reason, instead of failing inside Gradio's image decoding
+                image = gr.File(
+                    label="Drop an image / 拖放图片 (PNG, JPEG, WebP)",
+                    file_types=[".png", ".jpg", ".jpeg", ".webp"],
+                    type="filepath",
+                    elem_id="image",
+                )
+                preview = gr.Image(label="Preview / 预览", interactive=False, height=300, elem_id="image-preview")
             with gr.Column():
                 question = gr.Textbox(
                     label="Question / 问题",
@@ -55,5 +76,6 @@ class ImagePanel:
                 ask = gr.Button("Ask / 提问", variant="primary", elem_id="image-ask")
         answer = gr.Markdown(elem_id="image-answer")
         sources = gr.HTML(elem_id="image-sources")
+        image.change(self.preview, [image], [preview, answer], api_name=False)
         ask.click(self.ask, [image, question, search], [answer, sources], api_name="ask_image")
         question.submit(self.ask, [image, question, search], [answer, sources], api_name=False)

@@ -98,3 +98,38 @@ def test_system_tab_lists_models_and_unloads(server, client, english_pdf):
     assert not services.governor.loaded("chat")
     assert "Pinned **chat**" in client.predict("chat", api_name="/pin_model")
     assert next(m for m in services.governor.state().models if m.name == "chat").pinned
+
+
+def test_image_tab_says_when_no_vision_model_is_configured(server):
+    import urllib.request
+
+    config = urllib.request.urlopen(server[1] + "config", timeout=30).read().decode()
+    assert "Image questions are off" in config and "ZHIKU_VISION_MODEL" in config
+
+
+def test_image_question_in_the_browser_api(settings, tiny_llava, red_png, english_pdf, tmp_path):
+    from gradio_client import Client, handle_file
+
+    from services import build_services
+    from ui.web import ZhikuUI, launch
+
+    settings = settings.model_copy(update={"port": free_port(), "vision_model": str(tiny_llava)})
+    services = build_services(settings, keep_uploads=True)
+    blocks = ZhikuUI(services).build()
+    launch(blocks, settings, block=False)
+    try:
+        client = Client(f"http://127.0.0.1:{settings.port}/", verbose=False)
+        client.predict([handle_file(str(english_pdf))], api_name="/upload")
+        job = client.submit(handle_file(str(red_png)), "Does this show zebras?", True, api_name="/ask_image")
+        updates = list(job)
+        answer, sources = job.result()
+        assert any("loading the vision model" in u[0] for u in updates)  # the UI shows which model loads
+        assert answer and "animals.pdf p. 2" in answer
+        assert "<details" in sources and "animals.pdf" in sources
+        bad = tmp_path / "notes.png"
+        bad.write_text("not an image")
+        answer, _ = client.predict(handle_file(str(bad)), "What is this?", False, api_name="/ask_image")
+        assert answer.startswith("⚠️") and "not an image" in answer
+    finally:
+        blocks.close()
+        services.close()

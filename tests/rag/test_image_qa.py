@@ -1,0 +1,74 @@
+"""Image questions through services, the CLI and the governor, with the tiny LLaVA the tests build."""
+
+import json
+
+import pytest
+
+from ingest.pipeline import SourceFile
+from rag.cli import main as rag_main
+from rag.image_qa import ImageQuestionError, VisionNotConfigured
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def vision_services(settings, tiny_llava):
+    from services import build_services
+
+    built = build_services(settings.model_copy(update={"vision_model": str(tiny_llava)}))
+    yield built
+    built.close()
+
+
+def test_image_question_streams_an_answer(vision_services, red_png):
+    statuses = []
+    for answer in vision_services.image_qa.stream("What colour is this chart?", red_png):
+        statuses.append(answer.status)  # the same Answer object grows: record as it goes
+    assert statuses[0] == "loading the vision model" and statuses[-1] is None
+    assert answer.done and answer.text and answer.sources == []
+    assert answer.timings["first_token_ms"] > 0 and answer.timings["answer_tokens"] > 0
+    assert vision_services.governor.loaded("vision")
+
+
+def test_image_question_with_documents_cites_them(vision_services, english_pdf, red_png):
+    vision_services.ingestor.ingest([SourceFile(english_pdf, english_pdf.name)])
+    answer = vision_services.image_qa.ask("Does this chart show the zebra migration?", red_png, search_documents=True)
+    assert answer.done and answer.grounded
+    assert answer.sources and answer.sources[0].file == "animals.pdf" and answer.sources[0].page == 2
+
+
+def test_text_and_image_questions_alternate(vision_services, english_pdf, red_png):
+    vision_services.ingestor.ingest([SourceFile(english_pdf, english_pdf.name)])
+    for _ in range(2):
+        assert vision_services.qa.ask("When do zebras cross the Mara River?").text
+        assert vision_services.image_qa.ask("What is in the picture?", red_png).text
+    state = {m.name: m for m in vision_services.governor.state().models}
+    assert state["chat"].resident and state["vision"].resident  # both fit: no swapping
+    assert state["chat"].loads == 1 and state["vision"].loads == 1
+
+
+def test_bad_image_names_the_file(vision_services, tmp_path):
+    bad = tmp_path / "扫描件.png"
+    bad.write_text("not an image")
+    with pytest.raises(ImageQuestionError, match="扫描件.png: not an image"):
+        vision_services.image_qa.ask("What is this?", bad)
+    assert not vision_services.governor.loaded("vision")  # refused before any model was loaded
+
+
+def test_without_a_vision_model_it_says_how_to_configure(services, red_png):
+    assert not services.image_qa.available
+    with pytest.raises(VisionNotConfigured, match="ZHIKU_VISION_MODEL"):
+        services.image_qa.ask("What is this?", red_png)
+
+
+def test_cli_image_question(monkeypatch, tiny_llava, red_png, tmp_path, capsys):
+    assert rag_main(["ask", "What is this?", "--image", str(red_png)]) == 1  # no vision model configured
+    assert "ZHIKU_VISION_MODEL" in capsys.readouterr().err
+    monkeypatch.setenv("ZHIKU_VISION_MODEL", str(tiny_llava))
+    assert rag_main(["ask", "What is this?", "--image", str(red_png), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["answer"] and out["sources"] == [] and out["timings"]["first_token_ms"] > 0
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    assert rag_main(["ask", "What is this?", "--image", str(broken)]) == 2
+    assert "broken.jpg: broken or truncated image" in capsys.readouterr().err
