@@ -1,7 +1,8 @@
-"""Streaming generation shared by the chat and vision models: one long-lived worker thread per model.
+"""Streaming generation shared by the chat and vision models: one long-lived worker thread for all of them.
 
 On CUDA the first ``generate`` in a new thread decodes at half speed (bench/stream_overhead.py), so a
-thread per answer would always be the slow one: each model owns one worker, warmed up at load.
+thread per answer would always be the slow one, and so would a thread per model when the governor swaps
+models in and out: every generation in the process runs on one worker thread (one GPU runs one at a time).
 """
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ class StreamingGenerator:
     def __init__(self, model, tokenizer) -> None:
         self.model = model
         self._tokenizer = tokenizer
-        self._lock = threading.Lock()  # one generation at a time
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zhiku-generate")
+        self._lock = threading.Lock()  # one generation of this model at a time
         self.last_first_token_s: float | None = None  # of the latest stream: inputs in -> first token id out
         self.last_new_tokens = 0
 
@@ -61,7 +61,7 @@ class StreamingGenerator:
 
         with self._lock:
             started = time.perf_counter()
-            done = self._worker.submit(run)
+            done = _worker().submit(run)
             yield from streamer
             done.result()
             self.last_first_token_s = (streamer.first_token_at or time.perf_counter()) - started
@@ -70,11 +70,11 @@ class StreamingGenerator:
             raise errors[0]
 
     def release(self) -> None:
-        """Stop the worker and drop the weights so the memory can be reclaimed."""
+        """Drop the weights so the memory can be reclaimed (after any generation of this model has ended)."""
         import gc
 
-        self._worker.shutdown(wait=True)
-        self.model = None
+        with self._lock:
+            self.model = None
         gc.collect()
         try:
             import torch
@@ -83,6 +83,12 @@ class StreamingGenerator:
                 torch.cuda.empty_cache()
         except ImportError:
             pass
+
+
+@functools.cache
+def _worker() -> ThreadPoolExecutor:
+    """The process's generation thread, started on first use and kept for the life of the process."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="zhiku-generate")
 
 
 @functools.cache
