@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from models.governor import is_out_of_memory
 from models.protocols import ModelProvider
+from models.streaming import SamplingParams
 from rag.relevance import relevant as relevant_indices
 from rag.retriever import Retrieval, Retriever
 from rag.store import StoredChunk
@@ -48,6 +49,16 @@ class Answer:
             "language": self.language,
             "notes": self.notes,
         }
+
+
+def fit_params(params: SamplingParams, context_length: int) -> tuple[SamplingParams, int]:
+    """Sampling parameters and the prompt's token budget for a model's context; a model whose context is
+    too short for ``max_new_tokens`` gets half of it for the answer."""
+    budget = context_length - params.max_new_tokens
+    if budget < 64:
+        params = replace(params, max_new_tokens=context_length // 2)
+        budget = context_length - params.max_new_tokens
+    return params, budget
 
 
 def retrieve_relevant(

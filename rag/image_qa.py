@@ -9,7 +9,7 @@ from pathlib import Path
 from models.llm import SamplingParams
 from models.protocols import ModelProvider
 from models.vision import RejectedImage, load_image
-from rag.answering import Answer, Source, governed, retrieve_relevant, stream_text
+from rag.answering import Answer, Source, fit_params, governed, retrieve_relevant, stream_text
 from rag.prompts import detect_language, format_context
 from rag.retriever import Retriever
 from rag.store import StoredChunk
@@ -103,7 +103,7 @@ class ImageQAService:
     def _generate(self, model, image, question: str, chunks: list[StoredChunk], answer: Answer, started: float):
         system = IMAGE_SYSTEM[answer.language]
         kept = list(chunks)
-        budget = model.context_length - self.params.max_new_tokens
+        params, budget = fit_params(self.params, model.context_length)
         while True:  # leave out the least relevant chunks until the prompt (image tokens included) fits
             text = (
                 IMAGE_WITH_CONTEXT[answer.language].format(context=format_context(kept), question=question)
@@ -126,4 +126,4 @@ class ImageQAService:
         answer.sources = [Source.of(c) for c in kept]
         answer.grounded = bool(kept)
         answer.timings["prompt_tokens"] = length
-        yield from stream_text(model, model.stream(image, prompt, self.params), answer, started)
+        yield from stream_text(model, model.stream(image, prompt, params), answer, started)

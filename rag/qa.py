@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
 
 from models.llm import SamplingParams
 from models.protocols import ModelProvider, TextGenerator
-from rag.answering import Answer, Source, governed, retrieve_relevant, stream_text
+from rag.answering import Answer, Source, fit_params, governed, retrieve_relevant, stream_text
 from rag.prompts import NO_DOCUMENTS, NOTHING_RELEVANT, detect_language, fit_prompt
 from rag.retriever import Retriever
 from rag.store import StoredChunk
@@ -71,11 +70,7 @@ class QAService:
     def _generate(
         self, generator: TextGenerator, question: str, relevant: list[StoredChunk], answer: Answer, started: float
     ) -> Iterator[Answer]:
-        params = self.params
-        budget = generator.context_length - params.max_new_tokens
-        if budget < 64:
-            params = SamplingParams(**{**asdict(params), "max_new_tokens": generator.context_length // 2})
-            budget = generator.context_length - params.max_new_tokens
+        params, budget = fit_params(self.params, generator.context_length)
         prompt = fit_prompt(
             question, relevant, answer.language, generator.prompt_ids, generator.truncate_tokens, budget
         )

@@ -72,3 +72,16 @@ def test_cli_image_question(monkeypatch, tiny_llava, red_png, tmp_path, capsys):
     broken.write_bytes(b"\xff\xd8\xff\xe0 truncated")
     assert rag_main(["ask", "What is this?", "--image", str(broken)]) == 2
     assert "broken.jpg: broken or truncated image" in capsys.readouterr().err
+
+
+def test_short_context_model_gets_half_its_context_for_the_answer(settings, tiny_llava, red_png):
+    """The tiny LLaVA has 512 positions: with the default 512 new tokens nothing would fit the prompt."""
+    from services import build_services
+
+    built = build_services(settings.model_copy(update={"vision_model": str(tiny_llava), "max_new_tokens": 512}))
+    try:
+        answer = built.image_qa.ask("What colour is this chart?", red_png)
+        assert answer.notes == []  # the question was not cut
+        assert answer.timings["prompt_tokens"] + answer.timings["answer_tokens"] <= 512
+    finally:
+        built.close()
