@@ -12,7 +12,7 @@ from models.chat_templates import LLAMA2_CHAT
 from models.device import resolve_device
 from models.gguf_cache import converted_dir
 from models.packaged import smollm2_gguf
-from models.streaming import SamplingParams, StreamingGenerator
+from models.streaming import SamplingParams, StreamingGenerator, StreamsText
 
 __all__ = ["Generator", "LlmSpec", "SamplingParams", "estimate_footprint", "quantization_config"]
 
@@ -86,7 +86,7 @@ def estimate_footprint(spec: LlmSpec, context_tokens: int | None = None, batch: 
     return estimate(config, effective_quantization(spec.quantization, device), context_tokens, batch)
 
 
-class Generator:
+class Generator(StreamsText):
     """A causal LM with its tokenizer. One generation runs at a time; others wait for the lock."""
 
     def __init__(self, spec: LlmSpec) -> None:
@@ -146,21 +146,8 @@ class Generator:
             {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}, params
         )
 
-    @property
-    def last_first_token_s(self) -> float | None:
-        return self._streaming.last_first_token_s
-
-    @property
-    def last_new_tokens(self) -> int:
-        return self._streaming.last_new_tokens
-
     def _warm_up(self) -> None:
         """Pay the generation thread's one-time start-up cost now rather than in the first answer."""
         ids = self.tokenizer("Hello", add_special_tokens=False)["input_ids"] or [0]
         for _ in self.stream(ids, SamplingParams(temperature=0, max_new_tokens=2, repetition_penalty=1.0)):
             pass
-
-    def unload(self) -> None:
-        """Drop the weights so the memory can be reclaimed."""
-        self._streaming.release()
-        self.model = None

@@ -85,6 +85,26 @@ class StreamingGenerator:
             pass
 
 
+class StreamsText:
+    """For a loaded model that streams through ``self._streaming``: timings of its latest answer, and unload."""
+
+    _streaming: StreamingGenerator
+    model: object
+
+    @property
+    def last_first_token_s(self) -> float | None:
+        return self._streaming.last_first_token_s
+
+    @property
+    def last_new_tokens(self) -> int:
+        return self._streaming.last_new_tokens
+
+    def unload(self) -> None:
+        """Drop the weights so the memory can be reclaimed."""
+        self._streaming.release()
+        self.model = None
+
+
 @functools.cache
 def _worker() -> ThreadPoolExecutor:
     """The process's generation thread, started on first use and kept for the life of the process."""

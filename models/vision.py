@@ -10,7 +10,7 @@ from pathlib import Path
 
 from models.device import resolve_device
 from models.llm import effective_quantization, quantization_config, torch_dtype
-from models.streaming import SamplingParams, StreamingGenerator
+from models.streaming import SamplingParams, StreamingGenerator, StreamsText
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class VisionSpec:
     device: str = "auto"
 
 
-class VisionModel:
+class VisionModel(StreamsText):
     """LlavaForConditionalGeneration + AutoProcessor; one generation at a time on its own worker thread."""
 
     def __init__(self, spec: VisionSpec) -> None:
@@ -102,14 +102,6 @@ class VisionModel:
     def context_length(self) -> int:
         text = self.model.config.text_config
         return int(getattr(text, "max_position_embeddings", 2048))
-
-    @property
-    def last_first_token_s(self) -> float | None:
-        return self._streaming.last_first_token_s
-
-    @property
-    def last_new_tokens(self) -> int:
-        return self._streaming.last_new_tokens
 
     def count_tokens(self, text: str) -> int:
         return len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -148,10 +140,6 @@ class VisionModel:
         image = Image.new("RGB", (32, 32), (128, 128, 128))
         for _ in self.stream(image, self.prompt("Hi"), SamplingParams(temperature=0, max_new_tokens=2)):
             pass
-
-    def unload(self) -> None:
-        self._streaming.release()
-        self.model = None
 
 
 def estimate_vision(spec: VisionSpec, context_tokens: int | None = None):
