@@ -37,7 +37,12 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from services import StartupError, build_services
-    from ui.web import ZhikuUI, launch
+    from ui.web import UnsafeBind, ZhikuUI, check_bind, launch
+
+    try:
+        check_bind(settings)
+    except UnsafeBind as exc:
+        raise SystemExit(f"zhiku cannot start: {exc}") from None
 
     try:
         services = build_services(settings, keep_uploads=True)

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     # Server
     host: str = Field("127.0.0.1", description="Address the web UI binds to.")
     port: int = Field(7860, description="Port of the web UI.")
+    auth_user: str = Field("", description="User name for the web UI; required to bind to a non-loopback address.")
+    auth_password: str = Field("", description="Password for the web UI (with auth_user).")
     queue_concurrency: int = Field(
         1, description="Questions answered at once; one CPU/GPU generator serves one at a time."
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from pathlib import Path
 
@@ -151,10 +152,37 @@ class ZhikuUI:
         return blocks
 
 
+class UnsafeBind(RuntimeError):
+    """Serving beyond this machine without a password."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(settings) -> None:
+    """Refuse to serve the documents to the network unless a user and password are configured."""
+    if is_loopback(settings.host) or (settings.auth_user and settings.auth_password):
+        return
+    raise UnsafeBind(
+        f"refusing to listen on {settings.host}: that would let other machines read your documents. Set "
+        "ZHIKU_AUTH_USER and ZHIKU_AUTH_PASSWORD to require a login, or bind to 127.0.0.1 (the default)."
+    )
+
+
 def launch(blocks: gr.Blocks, settings, *, block: bool = True):
-    """Serve on settings.host:port (127.0.0.1 by default) with a bounded queue."""
+    """Serve on settings.host:port (127.0.0.1 by default) with a bounded queue; a login when configured."""
+    check_bind(settings)
+    auth = (settings.auth_user, settings.auth_password) if settings.auth_user and settings.auth_password else None
     blocks.queue(default_concurrency_limit=settings.queue_concurrency, max_size=64)
     return blocks.launch(
+        auth=auth,
+        auth_message="zhiku 知库" if auth else None,
         server_name=settings.host,
         server_port=settings.port,
         prevent_thread_lock=not block,
