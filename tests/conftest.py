@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.fixtures.services",
     "tests.fixtures.markers",
     "tests.fixtures.vision",
+    "tests.fixtures.network",
 ]
