@@ -14,6 +14,7 @@ from models.memory import memory_device
 from models.packaged import ModelNotInstalled
 from models.telemetry import Telemetry
 from models.vision import VisionModel, VisionSpec, estimate_vision
+from rag.answering import AnsweringContext
 from rag.image_qa import ImageQAService
 from rag.qa import QAService
 from rag.registry import Registry
@@ -103,25 +104,19 @@ def build_services(settings: Settings, *, keep_uploads: bool = False) -> Service
                 model, timings["first_token_ms"], timings.get("tokens_per_s", 0.0), int(timings.get("answer_tokens", 0))
             )
 
-    qa = QAService(
+    context = AnsweringContext(
         Retriever(store, embedder),
         governor,
         sampling_params(settings),
         settings.top_k,
         settings.min_score,
         settings.sure_score,
-        chat_model=CHAT_MODEL,
         on_generation=record,
     )
+    qa = QAService(context, chat_model=CHAT_MODEL)
     image_qa = ImageQAService(
-        Retriever(store, embedder),
-        governor,
-        sampling_params(settings),
-        settings.top_k,
-        settings.min_score,
-        settings.sure_score,
+        context,
         max_image_bytes=int(settings.max_image_mb * 1_000_000),
         vision_model=VISION_MODEL if settings.vision_model else None,
-        on_generation=record,
     )
     return Services(settings, embedder, registry, store, ingestor, governor, telemetry, qa, image_qa)

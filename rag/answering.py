@@ -61,15 +61,32 @@ def fit_params(params: SamplingParams, context_length: int) -> tuple[SamplingPar
     return params, budget
 
 
-def retrieve_relevant(
-    retriever: Retriever, question: str, k: int, min_score: float, sure_score: float, answer: Answer
-) -> tuple[Retrieval, list[StoredChunk]]:
-    """The top ``k`` chunks, and those of them relevant enough to answer from; timings go into ``answer``."""
-    retrieval = retriever.retrieve(question, k)
-    answer.timings.update(embed_ms=retrieval.embed_ms, search_ms=retrieval.search_ms)
-    scored = [(c.text, c.score) for c in retrieval.chunks]
-    keep = relevant_indices(question, scored, min_score, sure_score)
-    return retrieval, [retrieval.chunks[i] for i in keep]
+@dataclass(frozen=True)
+class AnsweringContext:
+    """What the text and image answer flows share: where chunks come from, how relevance is judged, which
+    governor hands out the models, how they sample, and who hears about finished generations."""
+
+    retriever: Retriever
+    models: ModelProvider
+    params: SamplingParams
+    top_k: int
+    min_score: float
+    sure_score: float
+    on_generation: Callable[[str, dict[str, float]], None] | None = None
+
+    def relevant(self, question: str, k: int | None, answer: Answer) -> tuple[Retrieval, list[StoredChunk]]:
+        """The top ``k`` chunks, and those of them relevant enough to answer from; timings go into ``answer``."""
+        retrieval = self.retriever.retrieve(question, k or self.top_k)
+        answer.timings.update(embed_ms=retrieval.embed_ms, search_ms=retrieval.search_ms)
+        scored = [(c.text, c.score) for c in retrieval.chunks]
+        keep = relevant_indices(question, scored, self.min_score, self.sure_score)
+        return retrieval, [retrieval.chunks[i] for i in keep]
+
+    def generate(self, name: str, answer: Answer, produce: Callable[[Any], Iterator[Answer]]) -> Iterator[Answer]:
+        """``produce(model)`` with model ``name`` held through the governor, then report the timings."""
+        yield from governed(self.models, name, answer, produce)
+        if self.on_generation is not None:
+            self.on_generation(name, answer.timings)
 
 
 def governed(

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-from models.llm import SamplingParams
-from models.protocols import ModelProvider
 from models.vision import RejectedImage, load_image
-from rag.answering import Answer, Source, fit_params, governed, retrieve_relevant, stream_text
+from rag.answering import Answer, AnsweringContext, Source, fit_params, stream_text
 from rag.prompts import detect_language, format_context
-from rag.retriever import Retriever
 from rag.store import StoredChunk
 
 IMAGE_SYSTEM = {
@@ -42,27 +39,10 @@ class ImageQuestionError(ValueError):
 
 
 class ImageQAService:
-    def __init__(
-        self,
-        retriever: Retriever,
-        models: ModelProvider,
-        params: SamplingParams,
-        top_k: int,
-        min_score: float,
-        sure_score: float,
-        max_image_bytes: int,
-        vision_model: str | None = "vision",
-        on_generation: Callable[[str, dict[str, float]], None] | None = None,
-    ) -> None:
-        self.retriever = retriever
-        self.models = models
-        self.params = params
-        self.top_k = top_k
-        self.min_score = min_score
-        self.sure_score = sure_score
+    def __init__(self, context: AnsweringContext, max_image_bytes: int, vision_model: str | None = "vision") -> None:
+        self.context = context
         self.max_image_bytes = max_image_bytes
         self.vision_model = vision_model
-        self.on_generation = on_generation
 
     @property
     def available(self) -> bool:
@@ -88,22 +68,15 @@ class ImageQAService:
         started = time.perf_counter()
         relevant: list[StoredChunk] = []
         if search_documents:
-            _, relevant = retrieve_relevant(
-                self.retriever, question, k or self.top_k, self.min_score, self.sure_score, answer
-            )
-        yield from governed(
-            self.models,
-            self.vision_model,
-            answer,
-            lambda model: self._generate(model, image, question, relevant, answer, started),
+            _, relevant = self.context.relevant(question, k, answer)
+        yield from self.context.generate(
+            self.vision_model, answer, lambda model: self._generate(model, image, question, relevant, answer, started)
         )
-        if self.on_generation is not None:
-            self.on_generation(self.vision_model, answer.timings)
 
     def _generate(self, model, image, question: str, chunks: list[StoredChunk], answer: Answer, started: float):
         system = IMAGE_SYSTEM[answer.language]
         kept = list(chunks)
-        params, budget = fit_params(self.params, model.context_length)
+        params, budget = fit_params(self.context.params, model.context_length)
         while True:  # leave out the least relevant chunks until the prompt (image tokens included) fits
             text = (
                 IMAGE_WITH_CONTEXT[answer.language].format(context=format_context(kept), question=question)

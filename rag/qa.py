@@ -3,36 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-from models.llm import SamplingParams
-from models.protocols import ModelProvider, TextGenerator
-from rag.answering import Answer, Source, fit_params, governed, retrieve_relevant, stream_text
+from models.protocols import TextGenerator
+from rag.answering import Answer, AnsweringContext, Source, fit_params, stream_text
 from rag.prompts import NO_DOCUMENTS, NOTHING_RELEVANT, detect_language, fit_prompt
-from rag.retriever import Retriever
 from rag.store import StoredChunk
 
 
 class QAService:
-    def __init__(
-        self,
-        retriever: Retriever,
-        models: ModelProvider,
-        params: SamplingParams,
-        top_k: int,
-        min_score: float,
-        sure_score: float = 0.65,
-        chat_model: str = "chat",
-        on_generation: Callable[[str, dict[str, float]], None] | None = None,
-    ) -> None:
-        self.retriever = retriever
-        self.models = models
-        self.params = params
-        self.top_k = top_k
-        self.min_score = min_score
-        self.sure_score = sure_score
+    def __init__(self, context: AnsweringContext, chat_model: str = "chat") -> None:
+        self.context = context
         self.chat_model = chat_model
-        self.on_generation = on_generation
 
     def ask(self, question: str, k: int | None = None, generate: bool = True) -> Answer:
         """The finished answer (the last update of ``stream``)."""
@@ -45,9 +27,7 @@ class QAService:
             raise ValueError("The question is empty / 问题为空")
         answer = Answer(question=question, language=detect_language(question))
         started = time.perf_counter()
-        retrieval, relevant = retrieve_relevant(
-            self.retriever, question, k or self.top_k, self.min_score, self.sure_score, answer
-        )
+        retrieval, relevant = self.context.relevant(question, k, answer)
         if not generate:
             answer.sources = [Source.of(c) for c in retrieval.chunks]
             answer.done = True
@@ -58,19 +38,14 @@ class QAService:
             answer.done = True
             yield answer
             return
-        yield from governed(
-            self.models,
-            self.chat_model,
-            answer,
-            lambda generator: self._generate(generator, question, relevant, answer, started),
+        yield from self.context.generate(
+            self.chat_model, answer, lambda generator: self._generate(generator, question, relevant, answer, started)
         )
-        if self.on_generation is not None:
-            self.on_generation(self.chat_model, answer.timings)
 
     def _generate(
         self, generator: TextGenerator, question: str, relevant: list[StoredChunk], answer: Answer, started: float
     ) -> Iterator[Answer]:
-        params, budget = fit_params(self.params, generator.context_length)
+        params, budget = fit_params(self.context.params, generator.context_length)
         prompt = fit_prompt(
             question, relevant, answer.language, generator.prompt_ids, generator.truncate_tokens, budget
         )
