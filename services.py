@@ -85,7 +85,8 @@ def build_services(settings: Settings, *, keep_uploads: bool = False) -> Service
         chunker,
         max_bytes=int(settings.max_file_mb * 1_000_000),
         batch_size=settings.embed_batch_size,
-        keep_dir=settings.uploads_dir if keep_uploads else None,
+        uploads_dir=settings.uploads_dir,
+        keep_copies=keep_uploads,
     )
     spec = llm_spec(settings)
     governor.register(

@@ -113,14 +113,16 @@ class Ingestor:
         chunker: Chunker,
         max_bytes: int,
         batch_size: int = 32,
-        keep_dir: Path | None = None,
+        uploads_dir: Path | None = None,
+        keep_copies: bool = False,
     ) -> None:
         self.store = store
         self.registry = registry
         self.chunker = chunker
         self.max_bytes = max_bytes
         self.batch_size = batch_size
-        self.keep_dir = keep_dir  # when set, accepted files are copied here (UI uploads)
+        self.uploads_dir = uploads_dir  # copies of uploaded files live here; deleting a document drops its copy
+        self.keep_copies = keep_copies and uploads_dir is not None  # copy accepted files there (UI uploads)
         self._lock = threading.Lock()  # one ingest or delete at a time
 
     # -- public -----------------------------------------------------------------------------------------
@@ -159,17 +161,29 @@ class Ingestor:
             self._finish_delete(name, record.path)
             return True
 
+    def finish_deletes(self) -> list[str]:
+        """Finish the deletes a crash interrupted (cheap: every entry point does it when it opens the store)."""
+        with self._lock:
+            return self._finish_deletes()
+
+    def _finish_deletes(self) -> list[str]:
+        finished = []
+        for record in self.registry.all():
+            if record.status == DELETING:
+                log.info("finishing the interrupted delete of %s", record.name)
+                self._finish_delete(record.name, record.path)
+                finished.append(record.name)
+        return finished
+
     def recover(self, progress: ProgressFn | None = None) -> IngestReport:
         """Finish what a crash interrupted: pending deletes, and ingests whose file is still there."""
         pending: list[SourceFile] = []
         with self._lock:
+            self._finish_deletes()
             for record in self.registry.all():
-                if record.status == DELETING:
-                    log.info("finishing the interrupted delete of %s", record.name)
-                    self._finish_delete(record.name, record.path)
-                elif record.status == INGESTING:
-                    if record.path and Path(record.path).is_file():
-                        pending.append(SourceFile(Path(record.path), record.name))
+                if record.status == INGESTING:
+                    if (file := self.file_of(record.path)) and file.is_file():
+                        pending.append(SourceFile(file, record.name))
                     else:
                         self.store.delete_source(record.name)
                         self.registry.put(
@@ -181,6 +195,15 @@ class Ingestor:
             return IngestReport()
         log.info("resuming %d interrupted ingest(s)", len(pending))
         return self.ingest(pending, progress)
+
+    def file_of(self, path: str | None) -> Path | None:
+        """The file a registry ``path`` names: absolute for files ingested in place, else a kept copy."""
+        if not path:
+            return None
+        file = Path(path)
+        if file.is_absolute() or self.uploads_dir is None:
+            return file
+        return self.uploads_dir / file
 
     # -- reading (background thread) ----------------------------------------------------------------------
 
@@ -301,7 +324,8 @@ class Ingestor:
         assert pdf is not None
         previous = self.registry.get(pdf.name)
         updating = previous is not None and previous.status in (INGESTED, INGESTING) and previous.sha256
-        path = str((self._keep_copy(pdf) if self.keep_dir else pdf.path).resolve())
+        # A kept copy is recorded relative to the uploads folder, so the data directory can be moved.
+        path = str(self._keep_copy(pdf).relative_to(self.uploads_dir) if self.keep_copies else pdf.path.resolve())
         fields = dict(sha256=pdf.sha256, size=pdf.size, pages=pdf.page_count, path=path)
         self.registry.put(pdf.name, INGESTING, **fields)
         stored = 0
@@ -322,8 +346,8 @@ class Ingestor:
         return FileResult(pdf.name, status, None, pdf.page_count, stored)
 
     def _keep_copy(self, document: OpenedPdf) -> Path:
-        assert self.keep_dir is not None
-        target = self.keep_dir / document.sha256[:16] / document.name
+        assert self.uploads_dir is not None
+        target = self.uploads_dir / document.sha256[:16] / document.name
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(target.name + ".part")
@@ -332,10 +356,8 @@ class Ingestor:
         return target
 
     def _drop_copy(self, path: str | None) -> None:
-        if not (self.keep_dir and path):
-            return
-        copy = Path(path)
-        if self.keep_dir.resolve() in copy.resolve().parents and copy.is_file():
+        copy = self.file_of(path)
+        if copy and self.uploads_dir and self.uploads_dir.resolve() in copy.resolve().parents and copy.is_file():
             copy.unlink()
             try:
                 copy.parent.rmdir()
@@ -343,6 +365,7 @@ class Ingestor:
                 pass
 
     def _finish_delete(self, name: str, path: str | None) -> None:
+        """Chunks first, then the kept copy, then the registry row: a crash at any point leaves ``deleting``."""
         self.store.delete_source(name)
         self._drop_copy(path)
         self.registry.remove(name)

@@ -65,12 +65,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
+        finished = services.ingestor.finish_deletes()  # what a killed delete left half done
+        for name in finished:
+            print(f"finished the interrupted delete of {name}", file=sys.stderr)
         if args.command == "list":
             return _list(services, args.json)
         if args.command == "status":
             return _status(services, args.json)
         if args.command == "delete":
-            if services.ingestor.delete(args.name):
+            if args.name in finished or services.ingestor.delete(args.name):
                 print(f"deleted {args.name}")
                 return EXIT_OK
             print(f"error: no document named {args.name!r}", file=sys.stderr)

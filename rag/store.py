@@ -31,6 +31,8 @@ class ChunkStore:
     The collection remembers which embedder built it (``embedder_name``), and refuses to open with another.
     """
 
+    delete_batch = 1000  # ids per delete request (Chroma refuses requests over its max batch size, ~5,000)
+
     def __init__(self, directory: Path, embeddings: Embeddings, embedder_name: str = "") -> None:
         import chromadb
         from chromadb.config import Settings as ChromaSettings
@@ -80,8 +82,8 @@ class ChunkStore:
             where = {"$and": [where, {"sha256": only_sha256}]}
         with self._write_lock:
             ids = self._vectors.get(where=where, include=[])["ids"]
-            if ids:
-                self._vectors.delete(ids=ids)
+            for start in range(0, len(ids), self.delete_batch):  # Chroma caps one request's size
+                self._vectors.delete(ids=ids[start : start + self.delete_batch])
         return len(ids)
 
     def search_by_vector(self, vector: list[float], k: int) -> list[StoredChunk]:

@@ -1,6 +1,7 @@
-"""A real crash: `python -m ingest` killed with SIGKILL midway, then run again, ends exactly like a clean run."""
+"""Real crashes: `python -m ingest` or a delete killed with SIGKILL midway, then run again, ends like a clean run."""
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -42,10 +43,15 @@ def stored(data_dir: Path) -> tuple[set[str], dict]:
     services = build_services(Settings(data_dir=data_dir))
     try:
         ids = set(services.store._vectors.get(include=[])["ids"])
-        rows = {r.name: (r.status, r.chunks, r.sha256) for r in services.registry.all()}
+        rows = {r.name: (r.status, r.chunks, r.sha256, r.path) for r in services.registry.all()}
         return ids, rows
     finally:
         services.close()
+
+
+def kept_copies(data_dir: Path) -> set[str]:
+    uploads = data_dir / "uploads"
+    return {str(p.relative_to(uploads)) for p in uploads.rglob("*") if p.is_file()}
 
 
 def test_sigkill_mid_ingest_then_rerun_equals_a_clean_run(tmp_path):
@@ -81,3 +87,64 @@ def test_sigkill_mid_ingest_then_rerun_equals_a_clean_run(tmp_path):
     assert ids == expected_ids  # no duplicates, none missing
     assert rows == {name: row for name, row in expected_rows.items()}
     assert {status for status, _, _ in rows.values()} == {"ingested"}
+
+
+@pytest.fixture(scope="module")
+def uploaded(tmp_path_factory) -> Path:
+    """Three documents ingested as the app does it (copies kept under uploads/), the store closed."""
+    from ingest.pipeline import SourceFile
+    from services import build_services
+    from settings import Settings
+
+    root = tmp_path_factory.mktemp("uploaded")
+    texts = [ZEBRA, VOLCANO, CHIP]
+    files = [
+        make_pdf(root / "pdfs" / f"doc-{i}.pdf", [f"Document {i}, page {p}. " + texts[(i + p) % 3] for p in range(40)])
+        for i in range(3)
+    ]
+    services = build_services(Settings(data_dir=root / "data"), keep_uploads=True)
+    try:
+        report = services.ingestor.ingest([SourceFile(f, f.name) for f in files])
+        assert report.ok and all(f.chunks >= 40 for f in report.files)
+    finally:
+        services.close()
+    return root / "data"
+
+
+def rag(data_dir: Path, *args: str, harness: str | None = None) -> subprocess.CompletedProcess:
+    module = ["-m", "tests.crash_harness", harness] if harness else ["-m", "rag"]
+    env = {**os.environ, "ZHIKU_DATA_DIR": str(data_dir)}
+    return subprocess.run(
+        [sys.executable, *module, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.parametrize("point", ["before-chunks", "mid-chunks", "before-registry"])
+def test_sigkill_during_a_delete_then_rerun_equals_a_clean_delete(uploaded, tmp_path, point):
+    from services import build_services
+    from settings import Settings
+
+    clean_dir = tmp_path / "clean"
+    shutil.copytree(uploaded, clean_dir)
+    services = build_services(Settings(data_dir=clean_dir))
+    try:
+        assert services.ingestor.delete("doc-1.pdf")
+    finally:
+        services.close()
+    expected_ids, expected_rows = stored(clean_dir)
+    before_ids, before_rows = stored(uploaded)
+    assert set(expected_rows) == {"doc-0.pdf", "doc-2.pdf"} and expected_ids < before_ids
+
+    crashed_dir = tmp_path / "crashed"
+    shutil.copytree(uploaded, crashed_dir)
+    victim = rag(crashed_dir, "delete", "doc-1.pdf", harness=point)
+    assert victim.returncode == -signal.SIGKILL, victim.stderr
+    assert statuses(crashed_dir)["doc-1.pdf"] == "deleting"
+    left = stored(crashed_dir)[0] - expected_ids  # the reopened store is readable, part way through
+    assert {"before-chunks": left == before_ids - expected_ids, "mid-chunks": 0 < len(left) < 40}.get(point, True)
+
+    rerun = rag(crashed_dir, "delete", "doc-1.pdf")
+    assert rerun.returncode == 0, rerun.stderr
+    assert "deleted doc-1.pdf" in rerun.stdout
+    assert stored(crashed_dir) == (expected_ids, {n: row for n, row in expected_rows.items()})
+    assert kept_copies(crashed_dir) == kept_copies(clean_dir) and len(kept_copies(clean_dir)) == 2

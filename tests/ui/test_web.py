@@ -53,8 +53,9 @@ def test_upload_ask_delete(server, client, english_pdf, chinese_pdf, pdf_dir):
     assert listed["broken.pdf"][3] == "rejected / 已拒绝" and "corrupt" in listed["broken.pdf"][4]
     assert "2 ingested" in status and "broken.pdf" in status
     # uploads are kept under the data dir (so an interrupted ingest can resume)
-    kept = services.registry.get("中国文化.pdf").path
-    assert kept.startswith(str(services.settings.uploads_dir.resolve())) and kept.endswith("中国文化.pdf")
+    kept = services.ingestor.file_of(services.registry.get("中国文化.pdf").path)
+    assert kept.is_file() and kept.name == "中国文化.pdf"
+    assert services.settings.uploads_dir.resolve() in kept.resolve().parents
 
     job = client.submit("When do zebras cross the Mara River?", [], 5, api_name="/ask")
     updates = list(job)
