@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.fixtures.markers",
     "tests.fixtures.vision",
     "tests.fixtures.network",
+    "tests.fixtures.browser",
 ]
