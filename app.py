@@ -6,7 +6,9 @@ enforce_offline()
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
+import queue  # noqa: E402
 import threading  # noqa: E402
+import time  # noqa: E402
 
 from settings import Settings  # noqa: E402
 
@@ -30,13 +32,36 @@ def preload(services) -> None:
         logging.getLogger("zhiku").exception("preloading the chat model failed")
 
 
+def serve_rebuild(settings, damage):
+    """Serve the rebuild page until the user rebuilds the store; returns the services opened on the new one."""
+    from ingest.rebuild import known_documents, rebuild
+    from services import build_services
+    from ui.repair import RepairUI
+    from ui.web import launch
+
+    rebuilt: queue.Queue = queue.Queue(maxsize=1)
+
+    def run_rebuild(progress) -> str:
+        result = rebuild(settings, lambda: build_services(settings, keep_uploads=True), progress=progress)
+        rebuilt.put(result.services)
+        return result.summary()
+
+    page = RepairUI(damage, known_documents(settings), run_rebuild).build()
+    launch(page, settings, block=False)
+    print(f"zhiku: {damage}\nOpen http://{settings.host}:{settings.port} to rebuild it.", flush=True)
+    services = rebuilt.get()
+    time.sleep(1.0)  # the summary reaches the page before this server closes
+    page.close()
+    return services
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     overrides = {k: v for k, v in {"host": args.host, "port": args.port, "data_dir": args.data_dir}.items() if v}
     settings = Settings(**overrides)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from services import StartupError, build_services
+    from services import StartupError, StoreDamaged, build_services
     from ui.web import UnsafeBind, ZhikuUI, check_bind, launch
 
     try:
@@ -45,7 +70,10 @@ def main(argv=None) -> None:
         raise SystemExit(f"zhiku cannot start: {exc}") from None
 
     try:
-        services = build_services(settings, keep_uploads=True)
+        try:
+            services = build_services(settings, keep_uploads=True)
+        except StoreDamaged as damage:
+            services = serve_rebuild(settings, damage)
     except StartupError as exc:
         raise SystemExit(f"zhiku cannot start: {exc}") from None
     threading.Thread(target=services.ingestor.recover, name="zhiku-recover", daemon=True).start()

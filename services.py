@@ -15,6 +15,7 @@ from models.packaged import ModelNotInstalled
 from models.telemetry import Telemetry
 from models.vision import VisionModel, VisionSpec, estimate_vision
 from rag.answering import AnsweringContext
+from rag.damage import ChunkStoreCheck, StoreDamaged
 from rag.image_qa import ImageQAService
 from rag.qa import QAService
 from rag.registry import Registry
@@ -25,7 +26,7 @@ from settings import Settings
 CHAT_MODEL, VISION_MODEL, EMBEDDER = "chat", "vision", "embedder"
 
 # What a user must fix before zhiku can start; entry points print these without a traceback.
-StartupError = (EmbedderMismatch, ModelNotInstalled)
+StartupError = (EmbedderMismatch, ModelNotInstalled, StoreDamaged)
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Services:
             if name in self.governor.names():
                 self.governor.unload(name)
         self.registry.close()
+        self.store.close()
 
 
 def llm_spec(settings: Settings) -> LlmSpec:
@@ -68,16 +70,29 @@ def sampling_params(settings: Settings) -> SamplingParams:
 
 
 def build_services(settings: Settings, *, keep_uploads: bool = False) -> Services:
-    """Open the store and registry, load the embedder; the chat model loads on first use."""
+    """Open the store and registry, load the embedder; the chat model loads on first use.
+
+    Raises StoreDamaged when the registry or the chunk store cannot be read (see ``ingest.rebuild``).
+    """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(settings.device)
-    memory = memory_device(device)
-    governor = Governor(memory, budget_bytes(settings.vram_budget_gb))
-    before = memory.allocated_bytes()
-    embedder = Embedder(settings.embed_model, device, settings.embed_batch_size)
-    governor.adopt(EMBEDDER, embedder, measured=max(0, memory.allocated_bytes() - before), pinned=settings.pin_embedder)
-    registry = Registry(settings.registry_path)
-    store = ChunkStore(settings.chroma_dir, embedder, embedder.name)
+    check = ChunkStoreCheck(settings.chroma_dir)  # a child process reads the store while the embedder loads
+    try:
+        device = resolve_device(settings.device)
+        memory = memory_device(device)
+        governor = Governor(memory, budget_bytes(settings.vram_budget_gb))
+        before = memory.allocated_bytes()
+        embedder = Embedder(settings.embed_model, device, settings.embed_batch_size)
+        measured = max(0, memory.allocated_bytes() - before)
+        governor.adopt(EMBEDDER, embedder, measured=measured, pinned=settings.pin_embedder)
+        registry = Registry(settings.registry_path)
+        check.result()
+    finally:
+        check.cancel()
+    try:
+        store = ChunkStore(settings.chroma_dir, embedder, embedder.name)
+    except BaseException:
+        registry.close()
+        raise
     chunker = Chunker(settings.chunk_size, settings.chunk_overlap, embedder.count_tokens, embedder.max_tokens - 2)
     ingestor = Ingestor(
         store,

@@ -38,7 +38,13 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m ingest",
         description="Ingest PDF files and folders (recursively, *.pdf) into zhiku's document store.",
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="PDF files or folders")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="PDF files or folders")
+    p.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="rebuild a damaged store from the documents it knows (damaged files are set aside, not deleted)",
+    )
+    p.add_argument("--force", action="store_true", help="with --rebuild: embed every document again")
     p.add_argument("--data-dir", help="data directory (default: setting ZHIKU_DATA_DIR, else ./data)")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -112,6 +118,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     settings = Settings(data_dir=args.data_dir) if args.data_dir else Settings()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.rebuild or args.force:
+        if args.paths or not args.rebuild:
+            print("error: --rebuild takes no paths; --force goes with --rebuild", file=sys.stderr)
+            return EXIT_USAGE
+        return _rebuild(settings, args)
+    if not args.paths:
+        parser().print_usage(sys.stderr)
+        print("error: give PDF files or folders, or --rebuild", file=sys.stderr)
+        return EXIT_USAGE
     sources, errors = collect_sources(args.paths)
     if errors:
         for error in errors:
@@ -144,3 +159,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(format_table(report))
     return EXIT_OK if report.ok else EXIT_REJECTED
+
+
+def _rebuild(settings, args) -> int:
+    from ingest.rebuild import known_documents, rebuild
+    from services import StartupError, build_services
+
+    bars = _Bars(enabled=not args.quiet, file_count=len(known_documents(settings)))
+    try:
+        result = rebuild(settings, lambda: build_services(settings), force=args.force, progress=bars)
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        bars.close()
+    try:
+        if args.json:
+            document = result.report.as_dict()
+            document["set_aside"] = [str(p) for p in result.set_aside]
+            document["registered_from_store"] = result.registered
+            print(json.dumps(document, ensure_ascii=False, indent=2))
+        elif not (result.set_aside or result.report.files):
+            print("The store is readable: nothing to rebuild (--force embeds every document again).")
+        else:
+            print(format_table(result.report))
+            print(result.summary())
+    finally:
+        result.services.close()
+    return EXIT_OK if result.report.ok else EXIT_REJECTED

@@ -197,13 +197,7 @@ class Ingestor:
         return self.ingest(pending, progress)
 
     def file_of(self, path: str | None) -> Path | None:
-        """The file a registry ``path`` names: absolute for files ingested in place, else a kept copy."""
-        if not path:
-            return None
-        file = Path(path)
-        if file.is_absolute() or self.uploads_dir is None:
-            return file
-        return self.uploads_dir / file
+        return document_file(path, self.uploads_dir)
 
     # -- reading (background thread) ----------------------------------------------------------------------
 
@@ -324,8 +318,7 @@ class Ingestor:
         assert pdf is not None
         previous = self.registry.get(pdf.name)
         updating = previous is not None and previous.status in (INGESTED, INGESTING) and previous.sha256
-        # A kept copy is recorded relative to the uploads folder, so the data directory can be moved.
-        path = str(self._keep_copy(pdf).relative_to(self.uploads_dir) if self.keep_copies else pdf.path.resolve())
+        path = self._recorded_path(self._keep_copy(pdf) if self.keep_copies else pdf.path)
         fields = dict(sha256=pdf.sha256, size=pdf.size, pages=pdf.page_count, path=path)
         self.registry.put(pdf.name, INGESTING, **fields)
         stored = 0
@@ -344,6 +337,13 @@ class Ingestor:
             self._drop_copy(previous.path)
         status = UPDATED if updating and previous and previous.sha256 != pdf.sha256 else INGESTED_NEW
         return FileResult(pdf.name, status, None, pdf.page_count, stored)
+
+    def _recorded_path(self, file: Path) -> str:
+        """A file in the uploads folder is recorded relative to it, so the data directory can be moved."""
+        file = file.resolve()
+        if self.uploads_dir and self.uploads_dir.resolve() in file.parents:
+            return str(file.relative_to(self.uploads_dir.resolve()))
+        return str(file)
 
     def _keep_copy(self, document: OpenedPdf) -> Path:
         assert self.uploads_dir is not None
@@ -369,6 +369,14 @@ class Ingestor:
         self.store.delete_source(name)
         self._drop_copy(path)
         self.registry.remove(name)
+
+
+def document_file(path: str | None, uploads_dir: Path | None) -> Path | None:
+    """The file a registry ``path`` names: absolute for a file ingested in place, else a kept upload copy."""
+    if not path:
+        return None
+    file = Path(path)
+    return file if file.is_absolute() or uploads_dir is None else uploads_dir / file
 
 
 def _put(out: queue.Queue, item, *stops: threading.Event) -> bool:

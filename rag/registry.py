@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rag.damage import StoreDamaged
+
 INGESTING, INGESTED, REJECTED, DELETING = "ingesting", "ingested", "rejected", "deleting"
 
 _SCHEMA = """
@@ -46,9 +48,17 @@ class Registry:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute(_SCHEMA)
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute(_SCHEMA)
+            problems = [row[0] for row in self._conn.execute("PRAGMA quick_check").fetchall()]
+            if problems != ["ok"]:
+                raise sqlite3.DatabaseError("; ".join(problems[:3]))
+            self._conn.execute("SELECT * FROM documents").fetchall()  # every row decodes
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise StoreDamaged("document registry", path, str(exc)) from exc
         self._lock = threading.Lock()
 
     def get(self, name: str) -> DocumentRecord | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from langchain_core.embeddings import Embeddings
 
-COLLECTION = "zhiku_chunks"
+from rag.damage import COLLECTION, StoreDamaged
 
 
 @dataclass(frozen=True)
@@ -36,26 +36,41 @@ class ChunkStore:
     def __init__(self, directory: Path, embeddings: Embeddings, embedder_name: str = "") -> None:
         import chromadb
         from chromadb.config import Settings as ChromaSettings
+        from chromadb.errors import ChromaError
         from langchain_chroma import Chroma
 
         directory.mkdir(parents=True, exist_ok=True)
-        self._client = chromadb.PersistentClient(
-            path=str(directory), settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False)
-        )
-        self._vectors = Chroma(
-            collection_name=COLLECTION,
-            embedding_function=embeddings,
-            client=self._client,
-            collection_metadata={"hnsw:space": "cosine", "zhiku_embedder": embedder_name},
-        )
+        self._client = None
+        try:  # run rag.damage.ChunkStoreCheck first: a damaged vector index can crash this process outright
+            self._client = chromadb.PersistentClient(
+                path=str(directory), settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+            )
+            self._vectors = Chroma(
+                collection_name=COLLECTION,
+                embedding_function=embeddings,
+                client=self._client,
+                collection_metadata={"hnsw:space": "cosine", "zhiku_embedder": embedder_name},
+            )
+            self._vectors._collection.count()
+        except ChromaError as exc:
+            self.close()
+            raise StoreDamaged("chunk store", directory, f"{type(exc).__name__}: {exc}") from exc
         built_with = (self._vectors._collection.metadata or {}).get("zhiku_embedder")
         if embedder_name and built_with and built_with != embedder_name:
+            self.close()
             raise EmbedderMismatch(
                 f"The document store in {directory} was built with the embedder {built_with!r}, but the "
-                f"configured embedder is {embedder_name!r}. Use another data directory (ZHIKU_DATA_DIR) for "
-                f"the new embedder and ingest the documents again, or set ZHIKU_EMBED_MODEL back."
+                f"configured embedder is {embedder_name!r}. Run `python -m ingest --rebuild --force` to embed "
+                f"every document again with the new one, use another data directory (ZHIKU_DATA_DIR), or set "
+                f"ZHIKU_EMBED_MODEL back."
             )
         self._write_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Release Chroma's per-path system: a later store on the same path (a rebuilt one) starts afresh."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def count(self) -> int:
         return self._vectors._collection.count()
@@ -68,10 +83,13 @@ class ChunkStore:
     def ids_for(self, source: str) -> list[str]:
         return self._vectors.get(where={"source": source}, include=[])["ids"]
 
+    def metadatas(self) -> list[dict]:
+        """The metadata of every chunk (``source``, ``page``, ``chunk``, ``sha256``)."""
+        return [m for m in self._vectors.get(include=["metadatas"])["metadatas"] if m]
+
     def sources(self) -> set[str]:
         """Every file name that has chunks in the store."""
-        metadatas = self._vectors.get(include=["metadatas"])["metadatas"]
-        return {m["source"] for m in metadatas if m and "source" in m}
+        return {m["source"] for m in self.metadatas() if "source" in m}
 
     def delete_source(self, source: str, keep_sha256: str | None = None, only_sha256: str | None = None) -> int:
         """Delete the chunks of ``source``: all, all but version ``keep_sha256``, or only ``only_sha256``."""

@@ -86,7 +86,7 @@ def test_sigkill_mid_ingest_then_rerun_equals_a_clean_run(tmp_path):
     ids, rows = stored(crashed_dir)
     assert ids == expected_ids  # no duplicates, none missing
     assert rows == {name: row for name, row in expected_rows.items()}
-    assert {status for status, _, _ in rows.values()} == {"ingested"}
+    assert {row[0] for row in rows.values()} == {"ingested"}
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,190 @@
+"""Rebuild a damaged store from the documents zhiku knows; the damaged files are set aside, never deleted.
+
+- Chunk store damaged: it is moved to ``chroma.damaged-<time>``, a new one is made, and every document the
+  registry lists is ingested again from its file (the kept upload copy, or where it was ingested from).
+- Registry damaged: it is moved aside too; the documents are found again in the uploads folder (ingested again)
+  and in the chunk store's metadata (registered from it, no re-embedding).
+A document whose file is gone is listed as rejected with the reason, so the user knows what to add again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ingest.pipeline import REJECTED_STATUS, FileResult, IngestReport, ProgressFn, document_file
+from rag.damage import ChunkStoreCheck, StoreDamaged
+from rag.registry import INGESTED, INGESTING, REJECTED, Registry
+from settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class KnownDocument:
+    name: str
+    file: Path | None  # where its text can be read again; None when that file is gone
+
+    @property
+    def available(self) -> bool:
+        return self.file is not None
+
+
+@dataclass
+class RebuildResult:
+    services: object  # services.Services, opened on the rebuilt store
+    report: IngestReport
+    set_aside: list[Path] = field(default_factory=list)
+    registered: list[str] = field(default_factory=list)  # found in the chunk store, registered without re-reading
+
+    def summary(self) -> str:
+        totals = self.report.totals()
+        lines = [
+            f"Rebuilt the index: {totals['ingested'] + totals['updated']} document(s) ingested again, "
+            f"{len(self.registered)} recovered from the chunk store, {totals['rejected']} could not be "
+            f"(see their reasons), {totals['chunks']} chunks written.",
+            f"重建完成：重新索引 {totals['ingested'] + totals['updated']} 个文档，"
+            f"{totals['rejected']} 个无法恢复（原因见文档列表）。",
+        ]
+        if self.set_aside:
+            lines.append("Damaged files kept at / 已保留损坏的文件: " + ", ".join(str(p) for p in self.set_aside))
+        return "\n".join(lines)
+
+
+def set_aside(path: Path) -> Path:
+    """Rename ``path`` (file or folder) to ``<name>.damaged-<time>`` beside it; returns the new path."""
+    target = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{n}")
+    path.rename(target)
+    log.warning("set aside the damaged %s as %s", path, target)
+    return target
+
+
+def registry_readable(settings: Settings) -> bool:
+    try:
+        Registry(settings.registry_path).close()
+        return True
+    except StoreDamaged:
+        return False
+
+
+def chunk_store_readable(settings: Settings) -> bool:
+    try:
+        ChunkStoreCheck(settings.chroma_dir).result()
+        return True
+    except StoreDamaged:
+        return False
+
+
+def kept_uploads(uploads_dir: Path) -> dict[str, Path]:
+    """Kept copies (``uploads/<hash>/<name>``) by document name, the newest when a name appears twice."""
+    found: dict[str, Path] = {}
+    for file in sorted(uploads_dir.glob("*/*"), key=lambda p: p.stat().st_mtime):
+        if file.is_file() and not file.name.endswith(".part"):
+            found[file.name] = file
+    return found
+
+
+def known_documents(settings: Settings) -> list[KnownDocument]:
+    """What a rebuild can restore: the registry's documents, or the kept uploads when the registry is damaged."""
+    try:
+        registry = Registry(settings.registry_path)
+    except StoreDamaged:
+        return [KnownDocument(name, file) for name, file in sorted(kept_uploads(settings.uploads_dir).items())]
+    try:
+        documents = []
+        for record in registry.all():
+            if record.status in (INGESTED, INGESTING):
+                file = document_file(record.path, settings.uploads_dir)
+                documents.append(KnownDocument(record.name, file if file and file.is_file() else None))
+        return documents
+    finally:
+        registry.close()
+
+
+def rebuild(
+    settings: Settings, open_services: Callable[[], object], *, force: bool = False, progress: ProgressFn | None = None
+) -> RebuildResult:
+    """Set aside what cannot be read (the chunk store in any case with ``force``), then restore what is known.
+
+    ``open_services`` opens the store afresh once the damaged parts are out of the way (``services.build_services``).
+    """
+    aside: list[Path] = []
+    registry_lost = not registry_readable(settings)
+    if registry_lost:
+        for suffix in ("", "-wal", "-shm"):
+            part = settings.registry_path.with_name(settings.registry_path.name + suffix)
+            if part.exists():
+                aside.append(set_aside(part))
+    store_lost = force or not chunk_store_readable(settings)
+    if store_lost and settings.chroma_dir.exists():
+        aside.append(set_aside(settings.chroma_dir))
+
+    services = open_services()
+    registered: list[str] = []
+    lost: list[FileResult] = []
+    try:
+        if registry_lost:
+            registered = _register_again(services, settings, from_store=not store_lost)
+        if store_lost:
+            lost = _mark_for_ingest(services, settings)
+        report = services.ingestor.recover(progress)
+        report.files = lost + report.files
+    except BaseException:
+        services.close()
+        raise
+    result = RebuildResult(services, report, aside, registered)
+    log.info("%s", result.summary())
+    return result
+
+
+def _mark_for_ingest(services, settings: Settings) -> list[FileResult]:
+    """Every document's chunks are gone with the old store: mark each to be ingested again; the lost ones."""
+    lost = []
+    for record in services.registry.all():
+        if record.status not in (INGESTED, INGESTING):
+            continue
+        file = document_file(record.path, settings.uploads_dir)
+        if file and file.is_file():
+            services.registry.set_status(record.name, INGESTING)
+        else:
+            where = f" at {file}" if file else ""
+            reason = f"the index was rebuilt and the file is no longer{where}; add it again"
+            services.registry.put(record.name, REJECTED, reason=reason)
+            lost.append(FileResult(record.name, REJECTED_STATUS, reason))
+    return lost
+
+
+def _register_again(services, settings: Settings, *, from_store: bool) -> list[str]:
+    """Refill a new registry: kept uploads are ingested again; other documents come from the store's metadata."""
+    uploads = kept_uploads(settings.uploads_dir)
+    for name, file in uploads.items():
+        services.registry.put(name, INGESTING, path=str(file.relative_to(settings.uploads_dir)))
+    if not from_store:
+        return []
+    registered = []
+    for name, version in _documents_in_store(services.store).items():
+        if name in uploads:
+            continue
+        sha256, pages, chunks = version
+        services.registry.put(name, INGESTED, sha256=sha256, pages=pages, chunks=chunks)
+        registered.append(name)
+    return registered
+
+
+def _documents_in_store(store) -> dict[str, tuple[str, int, int]]:
+    """name -> (sha256, pages, chunks) from the chunks' metadata (pages: the highest page with text)."""
+    found: dict[str, tuple[str, int, int]] = {}
+    for meta in store.metadatas():
+        name, sha256, page = meta.get("source"), meta.get("sha256"), int(meta.get("page", 0))
+        if not name:
+            continue
+        _, pages, chunks = found.get(name, (sha256, 0, 0))
+        found[name] = (sha256, max(pages, page), chunks + 1)
+    return found
