@@ -33,7 +33,9 @@ def damaged_store(data_dir: Path, pdf_dir: Path) -> None:
     database.write_bytes(os.urandom(database.stat().st_size))
 
 
-def test_the_app_offers_to_rebuild_a_damaged_store_then_serves_it(chromium_path, data_dir, pdf_dir, tmp_path):
+def test_the_app_offers_to_rebuild_a_damaged_store_then_serves_it(
+    chromium_path, data_dir, pdf_dir, tmp_path, screenshot_dir
+):
     from playwright.sync_api import expect
 
     from tests.fixtures.browser import app_process
@@ -47,6 +49,7 @@ def test_the_app_offers_to_rebuild_a_damaged_store_then_serves_it(chromium_path,
         rows = page.locator("#known-documents [role=row]")
         for name in ("zebras.pdf", "长城简介.pdf"):
             expect(rows.filter(has_text=name)).to_contain_text("found / 可恢复")
+        page.screenshot(path=screenshot_dir / "rebuild.png", full_page=True)
 
         page.locator("#rebuild").click()
         expect(page.locator("#rebuild-status")).to_contain_text("2 document(s) ingested again")
