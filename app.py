@@ -42,7 +42,8 @@ def serve_rebuild(settings, damage):
     rebuilt: queue.Queue = queue.Queue(maxsize=1)
 
     def run_rebuild(progress) -> str:
-        result = rebuild(settings, lambda: build_services(settings, keep_uploads=True), progress=progress)
+        open_services = lambda: build_services(settings, keep_uploads=True, rebuilding=True)
+        result = rebuild(settings, open_services, progress=progress)
         rebuilt.put(result.services)
         return result.summary()
 
@@ -50,7 +51,7 @@ def serve_rebuild(settings, damage):
     launch(page, settings, block=False)
     print(f"zhiku: {damage}\nOpen http://{settings.host}:{settings.port} to rebuild it.", flush=True)
     services = rebuilt.get()
-    time.sleep(1.0)  # the summary reaches the page before this server closes
+    time.sleep(1.0)  # let the summary reach the page; its reload does not depend on it
     page.close()
     return services
 
@@ -69,13 +70,19 @@ def main(argv=None) -> None:
     except UnsafeBind as exc:
         raise SystemExit(f"zhiku cannot start: {exc}") from None
 
+    services = damage = None
     try:
-        try:
-            services = build_services(settings, keep_uploads=True)
-        except StoreDamaged as damage:
-            services = serve_rebuild(settings, damage)
+        services = build_services(settings, keep_uploads=True)
+    except StoreDamaged as exc:
+        # Only the message is kept: the traceback's frames would keep the failed start's embedder in memory.
+        damage = StoreDamaged(exc.part, exc.path, exc.reason)
     except StartupError as exc:
         raise SystemExit(f"zhiku cannot start: {exc}") from None
+    if damage is not None:
+        try:
+            services = serve_rebuild(settings, damage)
+        except StartupError as exc:
+            raise SystemExit(f"zhiku cannot start: {exc}") from None
     threading.Thread(target=services.ingestor.recover, name="zhiku-recover", daemon=True).start()
     services.telemetry.start()
     if settings.preload_llm:

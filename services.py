@@ -15,7 +15,7 @@ from models.packaged import ModelNotInstalled
 from models.telemetry import Telemetry
 from models.vision import VisionModel, VisionSpec, estimate_vision
 from rag.answering import AnsweringContext
-from rag.damage import ChunkStoreCheck, StoreDamaged
+from rag.damage import ChunkStoreCheck, StoreDamaged, refuse_pending_rebuild
 from rag.image_qa import ImageQAService
 from rag.qa import QAService
 from rag.registry import Registry
@@ -69,13 +69,17 @@ def sampling_params(settings: Settings) -> SamplingParams:
     )
 
 
-def build_services(settings: Settings, *, keep_uploads: bool = False) -> Services:
+def build_services(settings: Settings, *, keep_uploads: bool = False, rebuilding: bool = False) -> Services:
     """Open the store and registry, load the embedder; the chat model loads on first use.
 
-    Raises StoreDamaged when the registry or the chunk store cannot be read (see ``ingest.rebuild``).
+    Raises StoreDamaged when the registry or the chunk store cannot be read, or when a rebuild did not finish
+    (``rebuilding`` is for that rebuild itself; see ``ingest.rebuild``).
     """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if not rebuilding:
+        refuse_pending_rebuild(settings.data_dir)
     check = ChunkStoreCheck(settings.chroma_dir)  # a child process reads the store while the embedder loads
+    registry = None
     try:
         device = resolve_device(settings.device)
         memory = memory_device(device)
@@ -86,13 +90,13 @@ def build_services(settings: Settings, *, keep_uploads: bool = False) -> Service
         governor.adopt(EMBEDDER, embedder, measured=measured, pinned=settings.pin_embedder)
         registry = Registry(settings.registry_path)
         check.result()
-    finally:
-        check.cancel()
-    try:
         store = ChunkStore(settings.chroma_dir, embedder, embedder.name)
     except BaseException:
-        registry.close()
+        if registry is not None:
+            registry.close()
         raise
+    finally:
+        check.cancel()
     chunker = Chunker(settings.chunk_size, settings.chunk_overlap, embedder.count_tokens, embedder.max_tokens - 2)
     ingestor = Ingestor(
         store,

@@ -167,7 +167,7 @@ def _rebuild(settings, args) -> int:
 
     bars = _Bars(enabled=not args.quiet, file_count=len(known_documents(settings)))
     try:
-        result = rebuild(settings, lambda: build_services(settings), force=args.force, progress=bars)
+        result = rebuild(settings, lambda: build_services(settings, rebuilding=True), force=args.force, progress=bars)
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

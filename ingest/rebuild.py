@@ -9,14 +9,16 @@ A document whose file is gone is listed as rejected with the reason, so the user
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest.pipeline import REJECTED_STATUS, FileResult, IngestReport, ProgressFn, document_file
-from rag.damage import ChunkStoreCheck, StoreDamaged
+from rag.damage import PENDING_REBUILD, ChunkStoreCheck, StoreDamaged, pending_rebuild
 from rag.registry import INGESTED, INGESTING, REJECTED, Registry
 from settings import Settings
 
@@ -50,19 +52,36 @@ class RebuildResult:
             f"{totals['rejected']} 个无法恢复（原因见文档列表）。",
         ]
         if self.set_aside:
-            lines.append("Damaged files kept at / 已保留损坏的文件: " + ", ".join(str(p) for p in self.set_aside))
+            lines.append("Files set aside, not deleted / 已保留的旧文件: " + ", ".join(str(p) for p in self.set_aside))
         return "\n".join(lines)
 
 
-def set_aside(path: Path) -> Path:
-    """Rename ``path`` (file or folder) to ``<name>.damaged-<time>`` beside it; returns the new path."""
-    target = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
-    n = 1
+def set_aside(path: Path, label: str = "damaged") -> Path:
+    """Rename ``path`` to ``<name>.<label>-<time>`` beside it (never deleted); returns the new path."""
+    target = _free_name(path, label)
+    path.rename(target)
+    log.warning("set aside %s as %s", path, target)
+    return target
+
+
+def set_aside_registry(registry_path: Path) -> Path:
+    """The database with its -wal and -shm, into one folder under their own names, so SQLite can still read them."""
+    folder = _free_name(registry_path.with_name(registry_path.stem), "damaged")
+    folder.mkdir(parents=True)
+    for suffix in ("", "-wal", "-shm"):
+        part = registry_path.with_name(registry_path.name + suffix)
+        if part.exists():
+            part.rename(folder / part.name)
+    log.warning("set aside %s as %s", registry_path, folder)
+    return folder
+
+
+def _free_name(path: Path, label: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target, n = path.with_name(f"{path.name}.{label}-{stamp}"), 1
     while target.exists():
         n += 1
-        target = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{n}")
-    path.rename(target)
-    log.warning("set aside the damaged %s as %s", path, target)
+        target = path.with_name(f"{path.name}.{label}-{stamp}-{n}")
     return target
 
 
@@ -92,20 +111,21 @@ def kept_uploads(uploads_dir: Path) -> dict[str, Path]:
 
 
 def known_documents(settings: Settings) -> list[KnownDocument]:
-    """What a rebuild can restore: the registry's documents, or the kept uploads when the registry is damaged."""
-    try:
+    """What a rebuild can restore: the registry's documents, and the kept uploads when the registry is lost."""
+    uploads = {}
+    if (pending_rebuild(settings.data_dir) or {}).get("registry") or not registry_readable(settings):
+        uploads = {name: KnownDocument(name, file) for name, file in kept_uploads(settings.uploads_dir).items()}
+    documents = {}
+    if registry_readable(settings):
         registry = Registry(settings.registry_path)
-    except StoreDamaged:
-        return [KnownDocument(name, file) for name, file in sorted(kept_uploads(settings.uploads_dir).items())]
-    try:
-        documents = []
-        for record in registry.all():
-            if record.status in (INGESTED, INGESTING):
-                file = document_file(record.path, settings.uploads_dir)
-                documents.append(KnownDocument(record.name, file if file and file.is_file() else None))
-        return documents
-    finally:
-        registry.close()
+        try:
+            for record in registry.all():
+                if record.status in (INGESTED, INGESTING):
+                    file = document_file(record.path, settings.uploads_dir)
+                    documents[record.name] = KnownDocument(record.name, file if file and file.is_file() else None)
+        finally:
+            registry.close()
+    return [known for _, known in sorted({**uploads, **documents}.items())]
 
 
 def rebuild(
@@ -113,18 +133,30 @@ def rebuild(
 ) -> RebuildResult:
     """Set aside what cannot be read (the chunk store in any case with ``force``), then restore what is known.
 
-    ``open_services`` opens the store afresh once the damaged parts are out of the way (``services.build_services``).
+    ``open_services`` opens the store once the damaged parts are out of the way:
+    ``build_services(settings, rebuilding=True)``. A marker file says what was set aside until the restore is
+    done; if this stops half way, the app and the commands refuse the half-filled store, and the next rebuild
+    finishes the job.
     """
+    pending = pending_rebuild(settings.data_dir) or {}
+    registry_damaged = not registry_readable(settings)
+    store_damaged = not chunk_store_readable(settings)
+    registry_lost = registry_damaged or bool(pending.get("registry"))
+    store_lost = store_damaged or force or bool(pending.get("chunks"))
+    marker = settings.data_dir / PENDING_REBUILD
+    partial = marker.with_name(marker.name + ".part")
+    partial.write_text(json.dumps({"registry": registry_lost, "chunks": store_lost}))
+    partial.replace(marker)
+
     aside: list[Path] = []
-    registry_lost = not registry_readable(settings)
-    if registry_lost:
-        for suffix in ("", "-wal", "-shm"):
-            part = settings.registry_path.with_name(settings.registry_path.name + suffix)
-            if part.exists():
-                aside.append(set_aside(part))
-    store_lost = force or not chunk_store_readable(settings)
-    if store_lost and settings.chroma_dir.exists():
-        aside.append(set_aside(settings.chroma_dir))
+    previous: Path | None = None  # a healthy store replaced by --force
+    if registry_damaged:
+        aside.append(set_aside_registry(settings.registry_path))
+    if settings.chroma_dir.exists() and (store_damaged or (force and not pending.get("chunks"))):
+        if store_damaged:
+            aside.append(set_aside(settings.chroma_dir))
+        else:
+            previous = set_aside(settings.chroma_dir, label="before-rebuild")
 
     services = open_services()
     registered: list[str] = []
@@ -139,6 +171,12 @@ def rebuild(
     except BaseException:
         services.close()
         raise
+    marker.unlink()
+    if previous is not None:
+        if report.ok:
+            shutil.rmtree(previous)  # every document is back: the replaced store is only a stale copy
+        else:
+            aside.append(previous)  # some could not come back: their old chunks stay within reach
     result = RebuildResult(services, report, aside, registered)
     log.info("%s", result.summary())
     return result
@@ -154,8 +192,8 @@ def _mark_for_ingest(services, settings: Settings) -> list[FileResult]:
         if file and file.is_file():
             services.registry.set_status(record.name, INGESTING)
         else:
-            where = f" at {file}" if file else ""
-            reason = f"the index was rebuilt and the file is no longer{where}; add it again"
+            where = f"the file is no longer at {file}" if file else "zhiku does not know where its file is"
+            reason = f"the index was rebuilt and {where}; add it again"
             services.registry.put(record.name, REJECTED, reason=reason)
             lost.append(FileResult(record.name, REJECTED_STATUS, reason))
     return lost

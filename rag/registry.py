@@ -15,6 +15,7 @@ from pathlib import Path
 from rag.damage import StoreDamaged
 
 INGESTING, INGESTED, REJECTED, DELETING = "ingesting", "ingested", "rejected", "deleting"
+_DAMAGE_CODES = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -54,11 +55,17 @@ class Registry:
             self._conn.execute(_SCHEMA)
             problems = [row[0] for row in self._conn.execute("PRAGMA quick_check").fetchall()]
             if problems != ["ok"]:
-                raise sqlite3.DatabaseError("; ".join(problems[:3]))
+                raise StoreDamaged("document registry", path, "; ".join(problems[:3]))
             self._conn.execute("SELECT * FROM documents").fetchall()  # every row decodes
         except sqlite3.DatabaseError as exc:
             self._conn.close()
-            raise StoreDamaged("document registry", path, str(exc)) from exc
+            # Only a corrupt file or one that is no database at all is damage; "locked" or "disk full" are not.
+            if getattr(exc, "sqlite_errorcode", sqlite3.SQLITE_CORRUPT) in _DAMAGE_CODES:
+                raise StoreDamaged("document registry", path, str(exc)) from exc
+            raise
+        except BaseException:
+            self._conn.close()
+            raise
         self._lock = threading.Lock()
 
     def get(self, name: str) -> DocumentRecord | None:

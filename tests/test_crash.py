@@ -1,5 +1,6 @@
 """Real crashes: `python -m ingest` or a delete killed with SIGKILL midway, then run again, ends like a clean run."""
 
+import json
 import os
 import shutil
 import signal
@@ -85,7 +86,7 @@ def test_sigkill_mid_ingest_then_rerun_equals_a_clean_run(tmp_path):
     assert rerun.returncode == 0, err
     ids, rows = stored(crashed_dir)
     assert ids == expected_ids  # no duplicates, none missing
-    assert rows == {name: row for name, row in expected_rows.items()}
+    assert rows == expected_rows
     assert {row[0] for row in rows.values()} == {"ingested"}
 
 
@@ -119,8 +120,16 @@ def rag(data_dir: Path, *args: str, harness: str | None = None) -> subprocess.Co
     )
 
 
-@pytest.mark.parametrize("point", ["before-chunks", "mid-chunks", "before-registry"])
-def test_sigkill_during_a_delete_then_rerun_equals_a_clean_delete(uploaded, tmp_path, point):
+@pytest.mark.parametrize(
+    "point, rerun",
+    [
+        ("before-chunks", ["delete", "doc-1.pdf"]),
+        ("mid-chunks", ["delete", "doc-1.pdf"]),
+        ("mid-chunks", ["list", "--json"]),  # any command finishes the delete, not only a second delete
+        ("before-registry", ["delete", "doc-1.pdf"]),
+    ],
+)
+def test_sigkill_during_a_delete_then_rerun_equals_a_clean_delete(uploaded, tmp_path, point, rerun):
     from services import build_services
     from settings import Settings
 
@@ -140,11 +149,18 @@ def test_sigkill_during_a_delete_then_rerun_equals_a_clean_delete(uploaded, tmp_
     victim = rag(crashed_dir, "delete", "doc-1.pdf", harness=point)
     assert victim.returncode == -signal.SIGKILL, victim.stderr
     assert statuses(crashed_dir)["doc-1.pdf"] == "deleting"
+    doomed = before_ids - expected_ids
     left = stored(crashed_dir)[0] - expected_ids  # the reopened store is readable, part way through
-    assert {"before-chunks": left == before_ids - expected_ids, "mid-chunks": 0 < len(left) < 40}.get(point, True)
+    assert {"before-chunks": left == doomed, "mid-chunks": 0 < len(left) < len(doomed)}.get(point, left == set())
+    copy_left = any(name.endswith("/doc-1.pdf") for name in kept_copies(crashed_dir))
+    assert copy_left == (point != "before-registry")  # the copy goes after the chunks, before the row
 
-    rerun = rag(crashed_dir, "delete", "doc-1.pdf")
-    assert rerun.returncode == 0, rerun.stderr
-    assert "deleted doc-1.pdf" in rerun.stdout
-    assert stored(crashed_dir) == (expected_ids, {n: row for n, row in expected_rows.items()})
+    again = rag(crashed_dir, *rerun)
+    assert again.returncode == 0, again.stderr
+    assert "finished the interrupted delete of doc-1.pdf" in again.stderr
+    if rerun[0] == "delete":
+        assert "deleted doc-1.pdf" in again.stdout
+    else:
+        assert [row["file"] for row in json.loads(again.stdout)] == ["doc-0.pdf", "doc-2.pdf"]
+    assert stored(crashed_dir) == (expected_ids, expected_rows)
     assert kept_copies(crashed_dir) == kept_copies(clean_dir) and len(kept_copies(clean_dir)) == 2

@@ -99,16 +99,16 @@ def test_a_damaged_store_is_reported_not_crashed(healthy, tmp_path, damage):
         assert "SIGSEGV" in message
 
 
-def run(module: str, data_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ZHIKU_DATA_DIR": str(data_dir)}
+def run(module: str, data_dir: Path, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ZHIKU_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
     )
 
 
 def test_commands_say_the_store_is_damaged_then_rebuild_restores_it(healthy, tmp_path):
     data = damaged_copy(healthy, tmp_path, "HNSW vectors randomised (crashes Chroma's reader)")
-    listing = run("rag", data, "list")
+    listing = run("rag", Path(data.name), "list", cwd=data.parent)  # a data dir relative to another folder
     assert listing.returncode == 2
     assert "chunk store" in listing.stderr and "damaged" in listing.stderr and "Traceback" not in listing.stderr
 
@@ -137,6 +137,7 @@ def test_commands_say_the_store_is_damaged_then_rebuild_restores_it(healthy, tmp
 
 def test_a_lost_registry_is_refilled_from_uploads_and_the_chunk_store(healthy, tmp_path):
     from ingest.rebuild import known_documents, rebuild
+    from rag.damage import StoreDamaged
     from services import build_services
     from settings import Settings
 
@@ -144,17 +145,27 @@ def test_a_lost_registry_is_refilled_from_uploads_and_the_chunk_store(healthy, t
     settings = Settings(data_dir=data)
     assert [d.name for d in known_documents(settings)] == ["notes.pdf"]  # only the kept upload is known for sure
 
-    result = rebuild(settings, lambda: build_services(settings, keep_uploads=True))
+    def power_cut():
+        raise RuntimeError("power cut")
+
+    with pytest.raises(RuntimeError, match="power cut"):  # the first attempt stops once the registry is aside
+        rebuild(settings, power_cut)
+    (aside,) = [p for p in data.iterdir() if p.name.startswith("registry.damaged-")]
+    assert (aside / "registry.sqlite3").is_file()  # one folder, the database under its own name
+    with pytest.raises(StoreDamaged, match="a rebuild was started and did not finish"):
+        build_services(settings)  # the half-filled store is refused, not served as if complete
+    assert "notes.pdf" in [d.name for d in known_documents(settings)]
+
+    result = rebuild(settings, lambda: build_services(settings, keep_uploads=True, rebuilding=True))
     try:
         assert [f.file for f in result.report.files] == ["notes.pdf"]  # read again from its kept copy
         assert sorted(result.registered) == ["volcano.pdf", "长城简介.pdf"]  # their chunks were intact
-        assert [p.name.split(".damaged-")[0] for p in result.set_aside] == ["registry.sqlite3"]
+        assert result.set_aside == []  # the first attempt set it aside already
     finally:
         result.services.close()
     ids, rows = snapshot(data)
     healthy_ids, healthy_rows = snapshot(healthy)
-    assert ids == healthy_ids
-    assert rows == {name: (status, sha, chunks) for name, (status, sha, chunks) in healthy_rows.items()}
+    assert ids == healthy_ids and rows == healthy_rows
 
 
 def test_a_forced_rebuild_embeds_every_document_again(data_dir, pdf_dir):
@@ -172,10 +183,11 @@ def test_a_forced_rebuild_embeds_every_document_again(data_dir, pdf_dir):
         services.close()
     before = snapshot(data_dir)
 
-    result = rebuild(settings, lambda: build_services(settings), force=True)
+    result = rebuild(settings, lambda: build_services(settings, rebuilding=True), force=True)
     try:
         assert sorted(f.file for f in result.report.files) == ["volcano.pdf", "长城.pdf"]
-        assert [p.name.split(".damaged-")[0] for p in result.set_aside] == ["chroma"]
+        assert result.set_aside == []  # every document came back: the replaced store is not kept
     finally:
         result.services.close()
     assert snapshot(data_dir) == before
+    assert sorted(p.name for p in data_dir.iterdir()) == ["chroma", "registry.sqlite3"]

@@ -1,7 +1,8 @@
 """The page zhiku serves instead of the app when its store is damaged: what happened, and a Rebuild button.
 
 The rebuild itself is handed in (``rebuild(progress) -> summary``); when it is done the app replaces this page
-with the normal one on the same address, and the page reloads itself once that one answers.
+with the normal one on the same address. From the click on, the page watches the server's config and reloads
+itself once the normal app answers.
 """
 
 from __future__ import annotations
@@ -15,17 +16,20 @@ log = logging.getLogger(__name__)
 
 TITLE = "zhiku 知库 · rebuild"
 
-# Poll the server's config until it is the normal app's (another title), then reload into it.
+# Poll the server's config until it is the normal app's (another title), then reload into it (30 min at most).
 RELOAD_WHEN_BACK = """
-async () => {
-  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-  for (let i = 0; i < 600; i++) {
-    await sleep(1000);
-    try {
-      const reply = await fetch("config", { cache: "no-store" });
-      if (reply.ok && !(await reply.json()).title.includes("rebuild")) { location.reload(); return; }
-    } catch (e) { /* the server is between the two pages */ }
-  }
+() => {
+  // started, not awaited: the click's other listener (the rebuild) must not wait for this watch
+  (async () => {
+    const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+    for (let i = 0; i < 1800; i++) {
+      await sleep(1000);
+      try {
+        const reply = await fetch("config", { cache: "no-store" });
+        if (reply.ok && !(await reply.json()).title.includes("rebuild")) { location.reload(); return; }
+      } catch (e) { /* the server is between the two pages */ }
+    }
+  })();
 }
 """
 
@@ -62,7 +66,7 @@ class RepairUI:
         ]
 
     def rebuild(self, progress=gr.Progress()):
-        if self.done:
+        if self.done:  # a second click, queued behind the first (one rebuild at a time)
             return "Already rebuilt; the app is restarting. / 已重建，正在重启。"
 
         def on_progress(event) -> None:
@@ -90,5 +94,7 @@ class RepairUI:
             )
             button = gr.Button("Rebuild / 重建索引", variant="primary", elem_id="rebuild")
             status = gr.Markdown(elem_id="rebuild-status")
-            button.click(self.rebuild, None, status, api_name="rebuild").then(None, None, None, js=RELOAD_WHEN_BACK)
+            # The reload watch starts with the click, so it does not depend on the answer reaching the page.
+            button.click(None, None, None, js=RELOAD_WHEN_BACK)
+            button.click(self.rebuild, None, status, api_name="rebuild", concurrency_limit=1)
         return blocks

@@ -52,7 +52,7 @@ def test_the_app_offers_to_rebuild_a_damaged_store_then_serves_it(
         page.screenshot(path=screenshot_dir / "rebuild.png", full_page=True)
 
         page.locator("#rebuild").click()
-        expect(page.locator("#rebuild-status")).to_contain_text("2 document(s) ingested again")
+        expect(page.locator("#rebuild-status")).to_contain_text("2 document(s) ingested again", timeout=60_000)
         # the rebuild page hands over to the normal app on the same address, and the page reloads into it
         expect(page.get_by_role("tab", name="Documents / 文档")).to_be_visible(timeout=REBUILD_TIMEOUT_MS)
         page.get_by_role("tab", name="Documents / 文档").click()
