@@ -3,7 +3,7 @@
 A damaged HNSW file can make Chroma's native reader crash the whole process (SIGSEGV, measured with a
 randomised ``data_level0.bin``), so a reader that dies must be a child, never the app. The check opens the
 collection, counts it, reads one vector and runs one query with it, which loads the vector index: it
-runs while the embedder loads and adds 0.6–1.0 s to a start. ``python -m rag.damage DIR`` is that child.
+runs while the embedder loads and adds about 0.5 s to a start. ``python -m rag.damage DIR`` is that child.
 """
 
 from __future__ import annotations
