@@ -76,9 +76,9 @@ def build_services(settings: Settings, *, keep_uploads: bool = False, rebuilding
     (``rebuilding`` is for that rebuild itself; see ``ingest.rebuild``).
     """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    if not rebuilding:
+    if not rebuilding:  # a rebuild has just checked the store itself
         refuse_pending_rebuild(settings.data_dir)
-    check = ChunkStoreCheck(settings.chroma_dir)  # a child process reads the store while the embedder loads
+    check = ChunkStoreCheck(settings.chroma_dir, enabled=not rebuilding)  # reads the store while the embedder loads
     registry = None
     try:
         device = resolve_device(settings.device)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ingest.chunker import Chunk, Chunker
 from ingest.pdf_reader import OpenedPdf, RejectedFile, open_pdf
-from rag.registry import DELETING, INGESTED, INGESTING, REJECTED, Registry
+from rag.registry import DELETING, INGESTED, INGESTING, REJECTED, DocumentRecord, Registry
 from rag.store import ChunkStore
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ class Ingestor:
             self._finish_deletes()
             for record in self.registry.all():
                 if record.status == INGESTING:
-                    if (file := self.file_of(record.path)) and file.is_file():
+                    if file := available_file(record.path, self.uploads_dir):
                         pending.append(SourceFile(file, record.name))
                     else:
                         self.store.delete_source(record.name)
@@ -286,7 +286,7 @@ class Ingestor:
         name, sha = item.pdf.name, item.pdf.sha256
         previous = self.registry.get(name)
         try:
-            return self._store(item, file_count, notify)
+            return self._store(item, previous, file_count, notify)
         except Exception as exc:  # noqa: BLE001 - reported per file; the other files go on
             item.abandoned.set()
             if isinstance(exc, RejectedFile):  # found while reading its pages (no text at all, say)
@@ -313,12 +313,11 @@ class Ingestor:
             self.registry.put(name, REJECTED, reason=reason)
             return FileResult(name, REJECTED_STATUS, reason)
 
-    def _store(self, item: _Parsed, file_count: int, notify: ProgressFn) -> FileResult:
+    def _store(self, item: _Parsed, previous: DocumentRecord | None, file_count: int, notify: ProgressFn) -> FileResult:
         pdf = item.pdf
         assert pdf is not None
-        previous = self.registry.get(pdf.name)
         updating = previous is not None and previous.status in (INGESTED, INGESTING) and previous.sha256
-        path = self._recorded_path(self._keep_copy(pdf) if self.keep_copies else pdf.path)
+        path = recorded_path(self._keep_copy(pdf) if self.keep_copies else pdf.path, self.uploads_dir)
         fields = dict(sha256=pdf.sha256, size=pdf.size, pages=pdf.page_count, path=path)
         self.registry.put(pdf.name, INGESTING, **fields)
         stored = 0
@@ -338,13 +337,6 @@ class Ingestor:
         status = UPDATED if updating and previous and previous.sha256 != pdf.sha256 else INGESTED_NEW
         return FileResult(pdf.name, status, None, pdf.page_count, stored)
 
-    def _recorded_path(self, file: Path) -> str:
-        """A file in the uploads folder is recorded relative to it, so the data directory can be moved."""
-        file = file.resolve()
-        if self.uploads_dir and self.uploads_dir.resolve() in file.parents:
-            return str(file.relative_to(self.uploads_dir.resolve()))
-        return str(file)
-
     def _keep_copy(self, document: OpenedPdf) -> Path:
         assert self.uploads_dir is not None
         target = self.uploads_dir / document.sha256[:16] / document.name
@@ -356,8 +348,8 @@ class Ingestor:
         return target
 
     def _drop_copy(self, path: str | None) -> None:
-        copy = self.file_of(path)
-        if copy and self.uploads_dir and self.uploads_dir.resolve() in copy.resolve().parents and copy.is_file():
+        copy = available_file(path, self.uploads_dir)
+        if copy and in_uploads(copy, self.uploads_dir):
             copy.unlink()
             try:
                 copy.parent.rmdir()
@@ -377,6 +369,23 @@ def document_file(path: str | None, uploads_dir: Path | None) -> Path | None:
         return None
     file = Path(path)
     return file if file.is_absolute() or uploads_dir is None else uploads_dir / file
+
+
+def available_file(path: str | None, uploads_dir: Path | None) -> Path | None:
+    """``document_file``, or None when that file is no longer there."""
+    file = document_file(path, uploads_dir)
+    return file if file and file.is_file() else None
+
+
+def in_uploads(file: Path, uploads_dir: Path | None) -> bool:
+    return uploads_dir is not None and uploads_dir.resolve() in file.resolve().parents
+
+
+def recorded_path(file: Path, uploads_dir: Path | None) -> str:
+    """The inverse of ``document_file``: relative to the uploads folder inside it (the data dir can move)."""
+    if in_uploads(file, uploads_dir):
+        return str(file.resolve().relative_to(uploads_dir.resolve()))
+    return str(file.resolve())
 
 
 def _put(out: queue.Queue, item, *stops: threading.Event) -> bool:

@@ -17,7 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingest.pipeline import REJECTED_STATUS, FileResult, IngestReport, ProgressFn, document_file
+from ingest.pipeline import (
+    REJECTED_STATUS,
+    FileResult,
+    IngestReport,
+    ProgressFn,
+    available_file,
+    document_file,
+    recorded_path,
+)
 from rag.damage import PENDING_REBUILD, ChunkStoreCheck, StoreDamaged, pending_rebuild
 from rag.registry import INGESTED, INGESTING, REJECTED, Registry
 from settings import Settings
@@ -112,20 +120,21 @@ def kept_uploads(uploads_dir: Path) -> dict[str, Path]:
 
 def known_documents(settings: Settings) -> list[KnownDocument]:
     """What a rebuild can restore: the registry's documents, and the kept uploads when the registry is lost."""
-    uploads = {}
-    if (pending_rebuild(settings.data_dir) or {}).get("registry") or not registry_readable(settings):
-        uploads = {name: KnownDocument(name, file) for name, file in kept_uploads(settings.uploads_dir).items()}
-    documents = {}
-    if registry_readable(settings):
+    try:
         registry = Registry(settings.registry_path)
+    except StoreDamaged:
+        registry = None
+    known: dict[str, KnownDocument] = {}
+    if registry is None or (pending_rebuild(settings.data_dir) or {}).get("registry"):
+        known = {name: KnownDocument(name, file) for name, file in kept_uploads(settings.uploads_dir).items()}
+    if registry is not None:
         try:
             for record in registry.all():
                 if record.status in (INGESTED, INGESTING):
-                    file = document_file(record.path, settings.uploads_dir)
-                    documents[record.name] = KnownDocument(record.name, file if file and file.is_file() else None)
+                    known[record.name] = KnownDocument(record.name, available_file(record.path, settings.uploads_dir))
         finally:
             registry.close()
-    return [known for _, known in sorted({**uploads, **documents}.items())]
+    return [known[name] for name in sorted(known)]
 
 
 def rebuild(
@@ -188,10 +197,10 @@ def _mark_for_ingest(services, settings: Settings) -> list[FileResult]:
     for record in services.registry.all():
         if record.status not in (INGESTED, INGESTING):
             continue
-        file = document_file(record.path, settings.uploads_dir)
-        if file and file.is_file():
+        if available_file(record.path, settings.uploads_dir):
             services.registry.set_status(record.name, INGESTING)
         else:
+            file = document_file(record.path, settings.uploads_dir)
             where = f"the file is no longer at {file}" if file else "zhiku does not know where its file is"
             reason = f"the index was rebuilt and {where}; add it again"
             services.registry.put(record.name, REJECTED, reason=reason)
@@ -203,7 +212,7 @@ def _register_again(services, settings: Settings, *, from_store: bool) -> list[s
     """Refill a new registry: kept uploads are ingested again; other documents come from the store's metadata."""
     uploads = kept_uploads(settings.uploads_dir)
     for name, file in uploads.items():
-        services.registry.put(name, INGESTING, path=str(file.relative_to(settings.uploads_dir)))
+        services.registry.put(name, INGESTING, path=recorded_path(file, settings.uploads_dir))
     if not from_store:
         return []
     registered = []

@@ -40,10 +40,10 @@ class StoreDamaged(RuntimeError):
 class ChunkStoreCheck:
     """The child process reading the chunk store; ``result()`` raises StoreDamaged if it failed or crashed."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, enabled: bool = True) -> None:
         self.directory = directory.resolve()  # the child runs in the repository root, not in our working dir
         self._child: subprocess.Popen | None = None
-        if (self.directory / "chroma.sqlite3").is_file():  # a new store has nothing to check
+        if enabled and (self.directory / "chroma.sqlite3").is_file():  # a new store has nothing to check
             self._child = subprocess.Popen(
                 [sys.executable, "-m", "rag.damage", str(self.directory)],
                 stdout=subprocess.DEVNULL,

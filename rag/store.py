@@ -87,10 +87,6 @@ class ChunkStore:
         """The metadata of every chunk (``source``, ``page``, ``chunk``, ``sha256``)."""
         return [m for m in self._vectors.get(include=["metadatas"])["metadatas"] if m]
 
-    def sources(self) -> set[str]:
-        """Every file name that has chunks in the store."""
-        return {m["source"] for m in self.metadatas() if "source" in m}
-
     def delete_source(self, source: str, keep_sha256: str | None = None, only_sha256: str | None = None) -> int:
         """Delete the chunks of ``source``: all, all but version ``keep_sha256``, or only ``only_sha256``."""
         where: dict = {"source": source}

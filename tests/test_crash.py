@@ -112,6 +112,22 @@ def uploaded(tmp_path_factory) -> Path:
     return root / "data"
 
 
+@pytest.fixture(scope="module")
+def clean_delete(uploaded, tmp_path_factory) -> tuple[Path, set[str], dict, set[str]]:
+    """A copy of ``uploaded`` after an uninterrupted delete of doc-1.pdf: its folder, ids and rows; ids before."""
+    from services import build_services
+    from settings import Settings
+
+    clean_dir = tmp_path_factory.mktemp("clean") / "data"
+    shutil.copytree(uploaded, clean_dir)
+    services = build_services(Settings(data_dir=clean_dir))
+    try:
+        assert services.ingestor.delete("doc-1.pdf")
+    finally:
+        services.close()
+    return clean_dir, *stored(clean_dir), stored(uploaded)[0]
+
+
 def rag(data_dir: Path, *args: str, harness: str | None = None) -> subprocess.CompletedProcess:
     module = ["-m", "tests.crash_harness", harness] if harness else ["-m", "rag"]
     env = {**os.environ, "ZHIKU_DATA_DIR": str(data_dir)}
@@ -129,19 +145,8 @@ def rag(data_dir: Path, *args: str, harness: str | None = None) -> subprocess.Co
         ("before-registry", ["delete", "doc-1.pdf"]),
     ],
 )
-def test_sigkill_during_a_delete_then_rerun_equals_a_clean_delete(uploaded, tmp_path, point, rerun):
-    from services import build_services
-    from settings import Settings
-
-    clean_dir = tmp_path / "clean"
-    shutil.copytree(uploaded, clean_dir)
-    services = build_services(Settings(data_dir=clean_dir))
-    try:
-        assert services.ingestor.delete("doc-1.pdf")
-    finally:
-        services.close()
-    expected_ids, expected_rows = stored(clean_dir)
-    before_ids, before_rows = stored(uploaded)
+def test_sigkill_during_a_delete_then_rerun_equals_a_clean_delete(uploaded, clean_delete, tmp_path, point, rerun):
+    clean_dir, expected_ids, expected_rows, before_ids = clean_delete
     assert set(expected_rows) == {"doc-0.pdf", "doc-2.pdf"} and expected_ids < before_ids
 
     crashed_dir = tmp_path / "crashed"

@@ -55,7 +55,7 @@ class RepairUI:
         if missing:
             lines.append(
                 f"{missing} of them can no longer be found on disk: they will be listed as rejected, to be "
-                "added again. / 其中 {missing} 个文件已不存在，重建后需重新上传。".replace("{missing}", str(missing))
+                f"added again. / 其中 {missing} 个文件已不存在，重建后需重新上传。"
             )
         return "\n".join(lines)
 
