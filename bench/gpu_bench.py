@@ -18,11 +18,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from models.footprint import GIB  # noqa: E402
 from offline import enforce_offline  # noqa: E402
 
 enforce_offline()
-
-GIB = 1024**3
 
 
 def build_prompt(generator, tokens: int, vocab: int) -> list[int]:

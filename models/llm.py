@@ -55,7 +55,7 @@ def quantization_config(quantization: str, device: str):
 def torch_dtype(quantization: str, device: str):
     import torch
 
-    if quantization in ("bf16", "nf4", "int8") or (quantization == "auto" and device.startswith("cuda")):
+    if effective_quantization(quantization, device) in ("bf16", "nf4", "int8"):
         return torch.bfloat16
     return torch.float32
 
