@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingest.text_clean import clean_page_text
+
 log = logging.getLogger(__name__)
 
 # A page with fewer characters than this is treated as having no text layer.
@@ -100,7 +102,7 @@ class OpenedPdf:
                 failures += 1
                 log.warning("%s: page %d unreadable (%s); skipped", self.name, index + 1, _short(exc))
                 continue
-            text = text.replace("\x00", "").strip()
+            text = clean_page_text(text)
             if len(text) >= MIN_PAGE_CHARS:
                 found += 1
                 yield PdfPage(number=index + 1, text=text)
