@@ -148,6 +148,7 @@ class Ingestor:
             finally:
                 stop.set()
                 reader.join()
+                self.store.refresh()  # searches see the new chunks' words too
         report.seconds = time.perf_counter() - started
         return report
 
@@ -159,6 +160,7 @@ class Ingestor:
                 return False
             self.registry.set_status(name, DELETING)
             self._finish_delete(name, record.path)
+            self.store.refresh()
             return True
 
     def finish_deletes(self) -> list[str]:
@@ -173,6 +175,8 @@ class Ingestor:
                 log.info("finishing the interrupted delete of %s", record.name)
                 self._finish_delete(record.name, record.path)
                 finished.append(record.name)
+        if finished:
+            self.store.refresh()
         return finished
 
     def recover(self, progress: ProgressFn | None = None) -> IngestReport:
@@ -191,6 +195,7 @@ class Ingestor:
                             REJECTED,
                             reason="ingest was interrupted and the file is gone; add it again",
                         )
+            self.store.refresh()
         if not pending:
             return IngestReport()
         log.info("resuming %d interrupted ingest(s)", len(pending))

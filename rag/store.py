@@ -1,15 +1,23 @@
-"""The persisted Chroma collection of chunks (langchain-chroma over chromadb's PersistentClient)."""
+"""The persisted chunks: the Chroma collection (langchain-chroma over chromadb's PersistentClient) and, beside
+it, the keyword index (``rag.keyword_index``), changed together in each step."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 from langchain_core.embeddings import Embeddings
 
 from rag.damage import COLLECTION, StoreDamaged
+from rag.keyword_index import KeywordIndex
+
+log = logging.getLogger(__name__)
+
+DENSE, KEYWORD = "dense", "keyword"  # the indexes a chunk can be found by
 
 
 @dataclass(frozen=True)
@@ -18,7 +26,13 @@ class StoredChunk:
     file: str
     page: int
     index: int
-    score: float
+    score: float  # cosine similarity to the question
+    id: str = ""
+    found_by: tuple[str, ...] = ()  # which indexes returned it: DENSE, KEYWORD or both
+    keyword_score: float = 0.0  # BM25 for the question's words
+
+    def with_scores(self, **changes) -> StoredChunk:
+        return replace(self, **changes)
 
 
 class EmbedderMismatch(RuntimeError):
@@ -29,11 +43,16 @@ class ChunkStore:
     """Chunks with metadata ``source``, ``page``, ``chunk``, ``sha256``; ids are ``sha256:index``.
 
     The collection remembers which embedder built it (``embedder_name``), and refuses to open with another.
+    The keyword index lives in ``keyword_dir`` (default: ``keyword`` beside ``directory``); on open it is
+    brought in line with the collection from the texts stored there, without embedding anything again.
     """
 
     delete_batch = 1000  # ids per delete request (Chroma refuses requests over its max batch size, ~5,000)
+    sync_batch = 1000  # chunks read from Chroma at a time when the keyword index is made again
 
-    def __init__(self, directory: Path, embeddings: Embeddings, embedder_name: str = "") -> None:
+    def __init__(
+        self, directory: Path, embeddings: Embeddings, embedder_name: str = "", keyword_dir: Path | None = None
+    ) -> None:
         import chromadb
         from chromadb.config import Settings as ChromaSettings
         from chromadb.errors import ChromaError
@@ -65,19 +84,58 @@ class ChunkStore:
                 f"ZHIKU_EMBED_MODEL back."
             )
         self._write_lock = threading.Lock()
+        self.keyword = KeywordIndex(keyword_dir or directory.with_name("keyword"))
+        try:
+            self.keyword_notice = self._sync_keyword_index()
+            self.keyword.refresh()
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         """Release Chroma's per-path system: a later store on the same path (a rebuilt one) starts afresh."""
         if self._client is not None:
             self._client.close()
             self._client = None
+        if getattr(self, "keyword", None) is not None:
+            self.keyword.close()
+
+    def _sync_keyword_index(self) -> str | None:
+        """Make the keyword index hold exactly the collection's chunks; a message when it had to be made again."""
+        if self.keyword.count() == self.count():
+            return None
+        collection = self._vectors._collection
+        stored = set(collection.get(include=[])["ids"])
+        indexed = self.keyword.ids()
+        extra, missing = indexed - stored, sorted(stored - indexed)
+        if extra:
+            self.keyword.delete(extra)
+        for start in range(0, len(missing), self.sync_batch):
+            got = collection.get(ids=missing[start : start + self.sync_batch], include=["documents", "metadatas"])
+            self.keyword.add(got["ids"], got["documents"], got["metadatas"])
+        why = f" ({self.keyword.rebuilt_reason})" if self.keyword.rebuilt_reason else ""
+        notice = (
+            f"The keyword index was out of step with the chunk store{why}: {len(missing)} chunk(s) added to it from "
+            f"the texts already stored (nothing embedded again), {len(extra)} removed. "
+            "/ 关键词索引已根据已存储的文本重建。"
+        )
+        log.warning("%s", notice)
+        return notice
+
+    def refresh(self) -> None:
+        """Let searches see the latest changes: rebuild the keyword index's BM25 matrix if it is stale."""
+        self.keyword.refresh()
 
     def count(self) -> int:
         return self._vectors._collection.count()
 
     def add(self, texts: Sequence[str], metadatas: Sequence[dict], ids: Sequence[str]) -> None:
-        """Embed and upsert; the same ids again overwrite, so a re-run after a crash adds no duplicates."""
+        """Upsert into both indexes (the same ids again overwrite, so a re-run after a crash adds no duplicates).
+
+        Searches see the new chunks' words after ``refresh()``.
+        """
         with self._write_lock:
+            self.keyword.add(list(ids), list(texts), list(metadatas))
             self._vectors.add_texts(list(texts), metadatas=list(metadatas), ids=list(ids))
 
     def ids_for(self, source: str) -> list[str]:
@@ -98,6 +156,7 @@ class ChunkStore:
             ids = self._vectors.get(where=where, include=[])["ids"]
             for start in range(0, len(ids), self.delete_batch):  # Chroma caps one request's size
                 self._vectors.delete(ids=ids[start : start + self.delete_batch])
+            self.keyword.delete(set(ids) | set(self.keyword.ids_where(source, keep_sha256, only_sha256)))
         return len(ids)
 
     def search_by_vector(self, vector: list[float], k: int) -> list[StoredChunk]:
@@ -106,12 +165,30 @@ class ChunkStore:
             return []
         hits = self._vectors.similarity_search_by_vector_with_relevance_scores(vector, k=k)
         return [
-            StoredChunk(
-                text=doc.page_content,
-                file=str(doc.metadata.get("source", "?")),
-                page=int(doc.metadata.get("page", 0)),
-                index=int(doc.metadata.get("chunk", 0)),
-                score=round(1.0 - float(distance), 4),  # cosine space: distance = 1 - similarity
-            )
+            _chunk(doc.id or "", doc.page_content, doc.metadata, 1.0 - float(distance), DENSE)  # cosine space
             for doc, distance in hits
         ]
+
+    def get_chunks(self, ids: Sequence[str], vector: Sequence[float], found_by: str = KEYWORD) -> list[StoredChunk]:
+        """These chunks, in this order, scored by cosine similarity to ``vector``; ids no longer stored are left out."""
+        if not ids:
+            return []
+        got = self._vectors._collection.get(ids=list(ids), include=["documents", "metadatas", "embeddings"])
+        query = np.asarray(vector, dtype=np.float32)
+        found = {}
+        for chunk_id, text, meta, embedding in zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"]):
+            similarity = float(np.dot(np.asarray(embedding, dtype=np.float32), query))  # both unit vectors
+            found[chunk_id] = _chunk(chunk_id, text, meta or {}, similarity, found_by)
+        return [found[i] for i in ids if i in found]
+
+
+def _chunk(chunk_id: str, text: str, meta: dict, similarity: float, found_by: str) -> StoredChunk:
+    return StoredChunk(
+        text=text,
+        file=str(meta.get("source", "?")),
+        page=int(meta.get("page", 0)),
+        index=int(meta.get("chunk", 0)),
+        score=round(similarity, 4),
+        id=chunk_id,
+        found_by=(found_by,),
+    )

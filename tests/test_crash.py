@@ -50,6 +50,41 @@ def stored(data_dir: Path) -> tuple[set[str], dict]:
         services.close()
 
 
+def stored_ids(data_dir: Path) -> tuple[set[str], set[str]]:
+    """Chunk ids in Chroma and in the keyword token table, read without zhiku's code (which would bring the
+    keyword index in step on open): what the killed and re-run processes left."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    client = chromadb.PersistentClient(str(data_dir / "chroma"), settings=ChromaSettings(anonymized_telemetry=False))
+    try:
+        chroma = set(client.get_collection("zhiku_chunks").get(include=[])["ids"])
+    finally:
+        client.close()
+    with sqlite3.connect(f"file:{data_dir / 'keyword' / 'tokens.sqlite3'}?mode=ro", uri=True) as conn:
+        tokens = {row[0] for row in conn.execute("SELECT id FROM chunks")}
+    return chroma, tokens
+
+
+def matrix_ids(data_dir: Path) -> set[str]:
+    """Chunk ids in the saved BM25 matrix, which must reflect the token table's latest change."""
+    import numpy as np
+
+    keyword = data_dir / "keyword"
+    with sqlite3.connect(f"file:{keyword / 'tokens.sqlite3'}?mode=ro", uri=True) as conn:
+        generation = int(conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+    stamp = json.loads((keyword / "bm25" / "zhiku.json").read_text())
+    assert stamp["generation"] == generation, "the saved BM25 matrix is stale"
+    return set(np.load(keyword / "bm25" / "ids.npy").tolist())
+
+
+def assert_indexes_hold(data_dir: Path, expected_ids: set[str]) -> None:
+    chroma, tokens = stored_ids(data_dir)
+    assert chroma == expected_ids
+    assert tokens == expected_ids, (len(tokens - expected_ids), len(expected_ids - tokens))
+    assert matrix_ids(data_dir) == expected_ids
+
+
 def kept_copies(data_dir: Path) -> set[str]:
     uploads = data_dir / "uploads"
     return {str(p.relative_to(uploads)) for p in uploads.rglob("*") if p.is_file()}
@@ -84,10 +119,43 @@ def test_sigkill_mid_ingest_then_rerun_equals_a_clean_run(tmp_path):
     rerun = ingest(folder, crashed_dir)
     out, err = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, err
+    assert_indexes_hold(crashed_dir, expected_ids)  # both indexes: no duplicates, none missing
     ids, rows = stored(crashed_dir)
-    assert ids == expected_ids  # no duplicates, none missing
+    assert ids == expected_ids
     assert rows == expected_rows
     assert {row[0] for row in rows.values()} == {"ingested"}
+
+
+@pytest.fixture(scope="module")
+def three_documents(tmp_path_factory) -> tuple[Path, set[str]]:
+    """A folder of three PDFs and the chunk ids a clean ingest of it stores."""
+    root = tmp_path_factory.mktemp("three")
+    texts = [ZEBRA, VOLCANO, CHIP]
+    for i in range(3):
+        make_pdf(root / "pdfs" / f"doc-{i}.pdf", [f"Document {i}, page {p}. " + texts[(i + p) % 3] for p in range(30)])
+    clean = ingest(root / "pdfs", root / "clean")
+    assert clean.wait(timeout=600) == 0, clean.stderr.read()
+    ids = stored_ids(root / "clean")[0]
+    assert_indexes_hold(root / "clean", ids)
+    return root / "pdfs", ids
+
+
+@pytest.mark.parametrize("point", ["between-indexes", "mid-refresh"])
+def test_sigkill_between_the_two_indexes_then_rerun_holds_the_same_ids_in_both(three_documents, tmp_path, point):
+    folder, expected_ids = three_documents
+    crashed_dir = tmp_path / "crashed"
+    victim = harness(crashed_dir, point, str(folder), "--json", "-q")
+    assert victim.returncode == -signal.SIGKILL, victim.stderr
+    chroma, tokens = stored_ids(crashed_dir)
+    if point == "between-indexes":
+        assert chroma < tokens  # the killed batch reached the keyword index only
+    else:
+        assert chroma == tokens == expected_ids  # all stored, the new matrix never swapped in
+
+    again = ingest(folder, crashed_dir)
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    assert_indexes_hold(crashed_dir, expected_ids)
 
 
 @pytest.fixture(scope="module")
@@ -128,12 +196,18 @@ def clean_delete(uploaded, tmp_path_factory) -> tuple[Path, set[str], dict, set[
     return clean_dir, *stored(clean_dir), stored(uploaded)[0]
 
 
-def rag(data_dir: Path, *args: str, harness: str | None = None) -> subprocess.CompletedProcess:
-    module = ["-m", "tests.crash_harness", harness] if harness else ["-m", "rag"]
+def rag(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    return _run(data_dir, "-m", "rag", *args)
+
+
+def harness(data_dir: Path, point: str, *args: str) -> subprocess.CompletedProcess:
+    """``python -m rag ARGS`` or ``python -m ingest ARGS`` that SIGKILLs itself at ``point`` (tests.crash_harness)."""
+    return _run(data_dir, "-m", "tests.crash_harness", point, *args)
+
+
+def _run(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "ZHIKU_DATA_DIR": str(data_dir)}
-    return subprocess.run(
-        [sys.executable, *module, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize(
@@ -151,7 +225,7 @@ def test_sigkill_during_a_delete_then_rerun_equals_a_clean_delete(uploaded, clea
 
     crashed_dir = tmp_path / "crashed"
     shutil.copytree(uploaded, crashed_dir)
-    victim = rag(crashed_dir, "delete", "doc-1.pdf", harness=point)
+    victim = harness(crashed_dir, point, "delete", "doc-1.pdf")
     assert victim.returncode == -signal.SIGKILL, victim.stderr
     assert statuses(crashed_dir)["doc-1.pdf"] == "deleting"
     doomed = before_ids - expected_ids
@@ -167,5 +241,6 @@ def test_sigkill_during_a_delete_then_rerun_equals_a_clean_delete(uploaded, clea
         assert "deleted doc-1.pdf" in again.stdout
     else:
         assert [row["file"] for row in json.loads(again.stdout)] == ["doc-0.pdf", "doc-2.pdf"]
+    assert_indexes_hold(crashed_dir, expected_ids)
     assert stored(crashed_dir) == (expected_ids, expected_rows)
     assert kept_copies(crashed_dir) == kept_copies(clean_dir) and len(kept_copies(clean_dir)) == 2
