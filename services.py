@@ -19,6 +19,7 @@ from rag.damage import ChunkStoreCheck, StoreDamaged, refuse_pending_rebuild
 from rag.image_qa import ImageQAService
 from rag.qa import QAService
 from rag.registry import Registry
+from rag.relevance import RelevanceRule
 from rag.retriever import Retriever
 from rag.store import ChunkStore, EmbedderMismatch
 from settings import Settings
@@ -90,7 +91,7 @@ def build_services(settings: Settings, *, keep_uploads: bool = False, rebuilding
         governor.adopt(EMBEDDER, embedder, measured=measured, pinned=settings.pin_embedder)
         registry = Registry(settings.registry_path)
         check.result()
-        store = ChunkStore(settings.chroma_dir, embedder, embedder.name)
+        store = ChunkStore(settings.chroma_dir, embedder, embedder.name, settings.keyword_dir)
     except BaseException:
         if registry is not None:
             registry.close()
@@ -125,12 +126,11 @@ def build_services(settings: Settings, *, keep_uploads: bool = False, rebuilding
             )
 
     context = AnsweringContext(
-        Retriever(store, embedder),
+        Retriever(store, embedder, settings.retrieval_mode),
         governor,
         sampling_params(settings),
         settings.top_k,
-        settings.min_score,
-        settings.sure_score,
+        RelevanceRule(settings.min_score, settings.sure_score, settings.min_coverage),
         on_generation=record,
     )
     qa = QAService(context, chat_model=CHAT_MODEL)

@@ -9,6 +9,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Quantization = Literal["auto", "nf4", "int8", "bf16", "fp32"]
+RetrievalMode = Literal["hybrid", "keyword", "dense"]
 
 
 class Settings(BaseSettings):
@@ -64,9 +65,19 @@ class Settings(BaseSettings):
 
     # Retrieval and generation
     top_k: int = Field(5, ge=1, le=50, description="Chunks retrieved per question.")
+    retrieval_mode: RetrievalMode = Field(
+        "hybrid",
+        description="hybrid = keyword (BM25) and semantic search fused; keyword or dense = one index alone.",
+    )
     min_score: float = Field(0.2, description="Cosine similarity below which a chunk is never used to answer.")
     sure_score: float = Field(
-        0.65, description="Cosine similarity above which a chunk is used even without a shared word."
+        0.65, description="Cosine similarity above which a chunk of an English question is used without shared words."
+    )
+    min_coverage: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Share of the question's words (weighted by rarity) a chunk must contain to be used to answer.",
     )
     temperature: float = Field(0.7, ge=0.0, description="Sampling temperature; 0 = greedy.")
     top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling.")
@@ -80,6 +91,10 @@ class Settings(BaseSettings):
     @property
     def registry_path(self) -> Path:
         return self.data_dir / "registry.sqlite3"
+
+    @property
+    def keyword_dir(self) -> Path:
+        return self.data_dir / "keyword"
 
     @property
     def uploads_dir(self) -> Path:

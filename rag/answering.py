@@ -10,21 +10,25 @@ from typing import Any
 from models.governor import is_out_of_memory
 from models.protocols import ModelProvider
 from models.streaming import SamplingParams
+from rag.relevance import RelevanceRule
 from rag.relevance import relevant as relevant_indices
-from rag.retriever import Retrieval, Retriever
+from rag.retriever import Mode, Retrieval, Retriever
 from rag.store import StoredChunk
+from rag.tokenizer import is_chinese
 
 
 @dataclass(frozen=True)
 class Source:
     file: str
     page: int
-    score: float
+    score: float  # cosine similarity to the question
     text: str
+    found_by: tuple[str, ...] = ()  # the indexes that found it: "dense" (semantic), "keyword" (BM25)
+    keyword_score: float = 0.0
 
     @classmethod
     def of(cls, chunk: StoredChunk) -> Source:
-        return cls(chunk.file, chunk.page, chunk.score, chunk.text)
+        return cls(chunk.file, chunk.page, chunk.score, chunk.text, chunk.found_by, round(chunk.keyword_score, 3))
 
 
 @dataclass
@@ -40,6 +44,7 @@ class Answer:
     grounded: bool = False  # True when the text was generated from retrieved chunks
     done: bool = False
     status: str | None = None  # what is happening before the first token, e.g. a model loading
+    retrieval_mode: str | None = None  # hybrid, keyword or dense
 
     def as_dict(self) -> dict:
         return {
@@ -47,6 +52,7 @@ class Answer:
             "sources": [asdict(s) for s in self.sources],
             "timings": {k: round(v, 2) for k, v in self.timings.items()},
             "language": self.language,
+            "retrieval_mode": self.retrieval_mode,
             "notes": self.notes,
         }
 
@@ -70,17 +76,23 @@ class AnsweringContext:
     models: ModelProvider
     params: SamplingParams
     top_k: int
-    min_score: float
-    sure_score: float
+    relevance: RelevanceRule
     on_generation: Callable[[str, dict[str, float]], None] | None = None
 
-    def relevant(self, question: str, k: int | None, answer: Answer) -> tuple[Retrieval, list[StoredChunk]]:
+    def relevant(
+        self, question: str, k: int | None, answer: Answer, mode: Mode | None = None
+    ) -> tuple[Retrieval, list[StoredChunk]]:
         """The top ``k`` chunks, and those of them relevant enough to answer from; timings go into ``answer``."""
-        retrieval = self.retriever.retrieve(question, k or self.top_k)
+        retrieval = self.retriever.retrieve(question, k or self.top_k, mode)
         answer.timings.update(embed_ms=retrieval.embed_ms, search_ms=retrieval.search_ms)
-        scored = [(c.text, c.score) for c in retrieval.chunks]
-        keep = relevant_indices(question, scored, self.min_score, self.sure_score)
-        return retrieval, [retrieval.chunks[i] for i in keep]
+        answer.retrieval_mode = retrieval.mode
+        return retrieval, self.judge(question, retrieval, retrieval.chunks)
+
+    def judge(self, question: str, retrieval: Retrieval, chunks: list[StoredChunk]) -> list[StoredChunk]:
+        """Those of ``chunks`` that are relevant to ``question`` (an empty list means "nothing relevant")."""
+        stats = self.retriever.store.keyword.term_stats(retrieval.question_terms)
+        keep = relevant_indices(retrieval.question_terms, stats, chunks, is_chinese(question), self.relevance)
+        return [chunks[i] for i in keep]
 
     def generate(self, name: str, answer: Answer, produce: Callable[[Any], Iterator[Answer]]) -> Iterator[Answer]:
         """``produce(model)`` with model ``name`` held through the governor, then report the timings."""

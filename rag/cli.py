@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+MODES = ("hybrid", "keyword", "dense")  # rag.retriever.MODES, without importing the models to parse arguments
 
 
 def parser() -> argparse.ArgumentParser:
@@ -24,6 +25,13 @@ def parser() -> argparse.ArgumentParser:
     ask.add_argument(
         "--with-documents", action="store_true", help="with --image: add the most relevant document chunks"
     )
+    ask.add_argument(
+        "--mode",
+        choices=MODES,
+        default=None,
+        help="hybrid (keyword + semantic, fused), keyword (BM25) or dense (semantic); default: setting "
+        "ZHIKU_RETRIEVAL_MODE, hybrid",
+    )
     ask.add_argument("--json", action="store_true", help="print a machine-readable result")
     ask.add_argument("--max-new-tokens", type=int, default=None, help="longest answer in tokens")
     ask.add_argument("--temperature", type=float, default=None, help="sampling temperature, 0 = greedy")
@@ -33,7 +41,18 @@ def parser() -> argparse.ArgumentParser:
     rm.add_argument("name", help="document name as listed")
     st = sub.add_parser("status", help="models, memory budget and GPU readings")
     st.add_argument("--json", action="store_true")
-    for command in (ask, ls, rm, st):
+    ev = sub.add_parser(
+        "eval",
+        help="measure retrieval on a question file (JSONL): recall@1/@k/@10, MRR, 'nothing relevant', latency",
+        description='Each line: {"question", "lang": "en"|"zh", "source", "pages": [1-based], '
+        '"answer_any": [...]}; a line without "source" expects \'nothing relevant\'. The documents must be '
+        "ingested into the data directory first.",
+    )
+    ev.add_argument("questions", help="the question file (JSON Lines)")
+    ev.add_argument("--k", type=int, default=None, help="chunks an answer is given (default: setting top_k, 5)")
+    ev.add_argument("--mode", choices=(*MODES, "all"), default="all", help="retrieval mode(s) to measure (all)")
+    ev.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    for command in (ask, ls, rm, st, ev):
         command.add_argument("--data-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
@@ -43,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser().parse_args(argv)
     except SystemExit as exc:
         return EXIT_USAGE if exc.code else EXIT_OK
-    if args.command == "ask" and args.k is not None and not 1 <= args.k <= 50:
+    if args.command in ("ask", "eval") and args.k is not None and not 1 <= args.k <= 50:
         print("error: --k must be between 1 and 50", file=sys.stderr)
         return EXIT_USAGE
     from settings import Settings
@@ -72,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _list(services, args.json)
         if args.command == "status":
             return _status(services, args.json)
+        if args.command == "eval":
+            return _eval(services, args)
         if args.command == "delete":
             if args.name in finished or services.ingestor.delete(args.name):
                 print(f"deleted {args.name}")
@@ -93,7 +114,7 @@ def _ask(services, args) -> int:
         if args.image:
             updates = services.image_qa.stream(args.question, Path(args.image), args.with_documents, args.k)
         else:
-            updates = services.qa.stream(args.question, k=args.k, generate=not args.retrieve_only)
+            updates = services.qa.stream(args.question, k=args.k, generate=not args.retrieve_only, mode=args.mode)
         answer, printed = None, 0
         for answer in updates:
             if not args.json and answer.text:
@@ -117,9 +138,42 @@ def _ask(services, args) -> int:
         print("\nSources:")
         for i, source in enumerate(answer.sources, 1):
             snippet = " ".join(source.text.split())[:100]
-            print(f"  [{i}] {source.file}, page {source.page} (score {source.score:.2f}): {snippet}")
+            found = "+".join(source.found_by) or "?"
+            print(
+                f"  [{i}] {source.file}, page {source.page} ({found}; similarity {source.score:.2f}, "
+                f"BM25 {source.keyword_score:.1f}): {snippet}"
+            )
     for note in answer.notes:
         print(f"note: {note}")
+    return EXIT_OK
+
+
+def _eval(services, args) -> int:
+    from rag.evaluation import BadQuestionFile, format_summary, load_questions, run, summarise
+
+    try:
+        questions = load_questions(Path(args.questions))
+    except BadQuestionFile as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if services.store.count() == 0:
+        print(
+            f"error: no documents in {services.settings.data_dir}; ingest them first (python -m ingest)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    modes = MODES if args.mode == "all" else (args.mode,)
+    k = args.k or services.settings.top_k
+    summary = summarise(run(services.qa.probe, questions, modes, k), k)
+    missing = sorted({q.source for q in questions if q.source} - {r.name for r in services.registry.all()})
+    if missing:
+        summary["documents_not_indexed"] = missing
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False, indent=2))
+    else:
+        print(format_summary(summary))
+        if missing:
+            print(f"\nwarning: these sources are not indexed, so their questions cannot be found: {', '.join(missing)}")
     return EXIT_OK
 
 

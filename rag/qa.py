@@ -7,7 +7,9 @@ from collections.abc import Iterator
 
 from models.protocols import TextGenerator
 from rag.answering import Answer, AnsweringContext, Source, fit_params, stream_text
+from rag.evaluation import DEPTH
 from rag.prompts import NO_DOCUMENTS, NOTHING_RELEVANT, detect_language, fit_prompt
+from rag.retriever import Mode
 from rag.store import StoredChunk
 
 
@@ -16,18 +18,25 @@ class QAService:
         self.context = context
         self.chat_model = chat_model
 
-    def ask(self, question: str, k: int | None = None, generate: bool = True) -> Answer:
+    def ask(self, question: str, k: int | None = None, generate: bool = True, mode: Mode | None = None) -> Answer:
         """The finished answer (the last update of ``stream``)."""
-        *_, answer = self.stream(question, k, generate)
+        *_, answer = self.stream(question, k, generate, mode)
         return answer
 
-    def stream(self, question: str, k: int | None = None, generate: bool = True) -> Iterator[Answer]:
+    def probe(self, question: str, k: int, mode: Mode) -> tuple[list[StoredChunk], bool]:
+        """For the eval: the first ``DEPTH`` chunks, and whether ``ask`` with this ``k`` would find nothing relevant."""
+        retrieval = self.context.retriever.retrieve(question, max(k, DEPTH), mode)
+        return retrieval.chunks, not self.context.judge(question, retrieval, retrieval.chunks[:k])
+
+    def stream(
+        self, question: str, k: int | None = None, generate: bool = True, mode: Mode | None = None
+    ) -> Iterator[Answer]:
         question = question.strip()
         if not question:
             raise ValueError("The question is empty / 问题为空")
         answer = Answer(question=question, language=detect_language(question))
         started = time.perf_counter()
-        retrieval, relevant = self.context.relevant(question, k, answer)
+        retrieval, relevant = self.context.relevant(question, k, answer, mode)
         if not generate:
             answer.sources = [Source.of(c) for c in retrieval.chunks]
             answer.done = True

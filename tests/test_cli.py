@@ -60,8 +60,14 @@ def test_ask_json_and_retrieve_only(english_pdf, chinese_pdf, capsys):
     assert out["answer"] is None
     assert len(out["sources"]) == 2
     assert out["sources"][0]["file"] == "中国文化.pdf" and out["sources"][0]["page"] == 2
-    assert set(out["sources"][0]) == {"file", "page", "score", "text"}
+    assert set(out["sources"][0]) == {"file", "page", "score", "text", "found_by", "keyword_score"}
+    assert "keyword" in out["sources"][0]["found_by"] and out["retrieval_mode"] == "hybrid"
     assert "embed_ms" in out["timings"]
+    for mode, index in [("keyword", "keyword"), ("dense", "dense")]:
+        assert rag_main(["ask", "长城全长多少公里？", "--retrieve-only", "--json", "--mode", mode]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["retrieval_mode"] == mode and {tuple(s["found_by"]) for s in out["sources"]} == {(index,)}
+    assert rag_main(["ask", "question", "--mode", "fuzzy"]) == 2
     assert rag_main(["ask", "question", "--k", "0"]) == 2
     assert rag_main(["ask"]) == 2
 

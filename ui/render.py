@@ -23,17 +23,33 @@ def document_rows(records: Sequence[DocumentRecord]) -> list[list]:
     return [[r.name, r.pages, r.chunks, _STATUS.get(r.status, r.status), r.reason or ""] for r in records]
 
 
+# Which index found a source: the semantic (embedding) search, the keyword (BM25) search, or both.
+_INDEX_BADGES = {
+    "dense": ("semantic / 语义", "found by meaning: the embedding search / 语义检索（向量）找到"),
+    "keyword": ("keyword / 关键词", "found by its words: the BM25 keyword search / 关键词检索（BM25）找到"),
+}
+
+
+def index_badges(found_by: Sequence[str]) -> str:
+    badges = []
+    for index in ("keyword", "dense"):
+        if index in found_by:
+            label, title = _INDEX_BADGES[index]
+            badges.append(f'<span class="zhiku-badge zhiku-badge-{index}" title="{html.escape(title)}">{label}</span>')
+    return "".join(badges)
+
+
 def sources_html(sources: Sequence[Source]) -> str:
-    """One collapsible block per source: file and page in the summary, the chunk text inside."""
+    """One collapsible block per source: file, page and the index that found it in the summary, the text inside."""
     if not sources:
         return ""
     items = []
     for i, source in enumerate(sources, 1):
         items.append(
             '<details class="zhiku-source">'
-            f"<summary>[{i}] {html.escape(source.file)} — p. {source.page} "
-            f'<span class="zhiku-score">({source.score:.2f})</span></summary>'
-            f'<div class="zhiku-chunk">{html.escape(source.text)}</div></details>'
+            f"<summary>[{i}] {html.escape(source.file)} — p. {source.page} {index_badges(source.found_by)} "
+            f'<span class="zhiku-score">(similarity {source.score:.2f}, BM25 {source.keyword_score:.1f})</span>'
+            f'</summary><div class="zhiku-chunk">{html.escape(source.text)}</div></details>'
         )
     return '<div class="zhiku-sources"><b>Sources / 来源</b>' + "".join(items) + "</div>"
 

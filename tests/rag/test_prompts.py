@@ -1,5 +1,4 @@
 from rag.prompts import USER, build_messages, detect_language, fit_prompt
-from rag.relevance import content_terms, relevant
 from rag.store import StoredChunk
 
 
@@ -38,11 +37,3 @@ def test_fit_prompt_trims_the_question_last():
     fitted = fit_prompt("why " * 1000, [chunk("context")], "en", encode, truncate, budget=600)
     assert fitted.question_trimmed and fitted.chunks == []
     assert len(fitted.prompt_ids) <= 600
-
-
-def test_relevance_needs_a_shared_term_unless_very_similar():
-    assert content_terms("长城全长多少公里？") == {"长城", "城全", "全长", "公里"}
-    assert "capital" in content_terms("What is the capital of France?")
-    pairs = [("长城全长两万多公里", 0.45), ("普洱茶产于云南", 0.55), ("completely unrelated", 0.9)]
-    assert relevant("长城有多长？", pairs, min_score=0.2, sure_score=0.65) == [0, 2]
-    assert relevant("长城有多长？", [("长城", 0.1)], min_score=0.2, sure_score=0.65) == []

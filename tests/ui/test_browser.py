@@ -125,6 +125,9 @@ def test_drop_ask_read_source_delete_in_a_real_browser(zhiku_browser, screenshot
 
     source = page.locator("#sources details", has=page.locator("summary", has_text="zebras.pdf — p. 2"))
     expect(source).to_have_count(1)
+    badges = source.locator("summary .zhiku-badge")  # which index found it: both, for this question
+    expect(badges).to_have_text(["keyword / 关键词", "semantic / 语义"])
+    expect(badges.first).to_be_visible()
     chunk = source.locator(".zhiku-chunk")
     expect(chunk).to_be_hidden()  # collapsed until clicked
     source.locator("summary").click()

@@ -65,6 +65,7 @@ def test_upload_ask_delete(server, client, english_pdf, chinese_pdf, pdf_dir):
     reply = history[-1]["content"]
     assert "animals.pdf p. 2" in str(reply)
     assert "<details" in sources and "animals.pdf" in sources and "Mara River" in sources
+    assert "zhiku-badge-keyword" in sources and "zhiku-badge-dense" in sources  # found by both indexes
 
     table, _choices, status = client.predict("animals.pdf", api_name="/delete")
     assert "animals.pdf" not in {row[0] for row in rows(table)}
@@ -134,3 +135,20 @@ def test_image_question_in_the_browser_api(settings, tiny_llava, red_png, englis
     finally:
         blocks.close()
         services.close()
+
+
+def test_sources_show_which_index_found_each():
+    from rag.answering import Source
+    from ui.render import sources_html
+
+    html = sources_html(
+        [
+            Source("a.pdf", 2, 0.61, "both", ("dense", "keyword"), 7.25),
+            Source("显卡.pdf", 1, 0.2, "数字", ("keyword",), 3.0),
+            Source("c.pdf", 5, 0.7, "meaning", ("dense",), 0.0),
+        ]
+    )
+    items = html.split("<details")[1:]
+    assert "keyword / 关键词" in items[0] and "semantic / 语义" in items[0] and "BM25 7.2" in items[0]
+    assert "keyword / 关键词" in items[1] and "semantic" not in items[1] and "显卡.pdf — p. 1" in items[1]
+    assert "semantic / 语义" in items[2] and "keyword /" not in items[2] and "similarity 0.70" in items[2]
