@@ -17,6 +17,7 @@ A chunk is relevant when, with a cosine similarity of at least ``min_score``, it
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -51,13 +52,13 @@ class Evidence:
 
 def evidence(question_terms: Sequence[str], stats: TermStats, text: str) -> Evidence:
     terms = set(question_terms)
-    total = sum(stats.idf.get(t, 0.0) for t in terms)
+    total = math.fsum(stats.idf.get(t, 0.0) for t in terms)  # fsum: the same sum in any set order
     if not terms or total <= 0:
         return Evidence(0.0, 0)
     present = terms & set(tokenize(text))
     rare = max(1.0, DISTINCTIVE_SHARE * stats.chunks)
     return Evidence(
-        sum(stats.idf.get(t, 0.0) for t in present) / total,
+        math.fsum(stats.idf.get(t, 0.0) for t in present) / total,
         sum(1 for t in present if 0 < stats.doc_count.get(t, 0) <= rare),
     )
 
