@@ -2,6 +2,7 @@ import pytest
 
 from ingest.pipeline import SourceFile
 from rag.prompts import NO_DOCUMENTS, NOTHING_RELEVANT
+from rag.retriever import MODES, Retriever
 
 
 @pytest.fixture
@@ -52,3 +53,13 @@ def test_scores_are_cosine_similarities_best_first(services, indexed):
     scores = [s.score for s in sources]
     assert scores == sorted(scores, reverse=True)
     assert 0.5 < scores[0] <= 1.0
+
+
+def test_every_mode_finds_nothing_in_an_empty_store_and_after_the_last_delete(services, pdf_dir, corpus):
+    retriever = Retriever(services.store, services.embedder)
+    assert all(retriever.retrieve("zebras", 5, mode).chunks == [] for mode in MODES)
+    path = sorted(pdf_dir.glob("*.pdf"))[0]
+    assert services.ingestor.ingest([SourceFile(path, path.name)]).ok
+    assert retriever.retrieve("zebras", 5, "dense").chunks
+    assert services.ingestor.delete(path.name)
+    assert all(retriever.retrieve("zebras", 5, mode).chunks == [] for mode in MODES)
