@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
+from ingest.pdf_outline import sections_of
 from ingest.pdf_reader import PdfDocument, PdfPage
 
 # Paragraphs, lines, then Chinese and Western sentence and clause ends, then words, then characters.
@@ -21,13 +22,15 @@ class Chunk:
     page: int  # 1-based physical page
     index: int  # position in the document
     sha256: str
+    section: str = ""  # the outline's section path, "" when the PDF has no outline
 
     @property
     def id(self) -> str:
         return chunk_id(self.sha256, self.index)
 
     def metadata(self) -> dict[str, str | int]:
-        return {"source": self.file, "page": self.page, "chunk": self.index, "sha256": self.sha256}
+        meta = {"source": self.file, "page": self.page, "chunk": self.index, "sha256": self.sha256}
+        return meta | {"section": self.section} if self.section else meta
 
 
 def chunk_id(sha256: str, index: int) -> str:
@@ -70,7 +73,11 @@ class Chunker:
     def split_page(self, page: PdfPage, file: str, sha256: str, first_index: int) -> list[Chunk]:
         """A page's chunks, numbered from ``first_index`` (chunks never cross a page, so each has one page)."""
         texts = self.split_text(page.text)
-        return [Chunk(text, file, page.number, first_index + i, sha256) for i, text in enumerate(texts)]
+        sections = sections_of(page.sections, texts)
+        return [
+            Chunk(text, file, page.number, first_index + i, sha256, section)
+            for i, (text, section) in enumerate(zip(texts, sections, strict=True))
+        ]
 
     def split_document(self, document: PdfDocument) -> list[Chunk]:
         chunks: list[Chunk] = []

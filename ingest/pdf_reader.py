@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from ingest.pdf_outline import NO_SECTIONS, Outline, PageSections, read_outline
 from ingest.text_clean import clean_page_text
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class RejectedFile(Exception):
 class PdfPage:
     number: int  # 1-based physical page
     text: str
+    sections: PageSections = NO_SECTIONS  # what the PDF's outline says of this page
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class OpenedPdf:
     size: int
     page_count: int
     reader: object
+    outline: Outline = field(default_factory=lambda: Outline(()))
 
     def pages(self, on_page: Callable[[int, int], None] | None = None) -> Iterator[PdfPage]:
         """Pages with text, in order. Raises RejectedFile at the end if no page had any text."""
@@ -105,7 +108,7 @@ class OpenedPdf:
             text = clean_page_text(text)
             if len(text) >= MIN_PAGE_CHARS:
                 found += 1
-                yield PdfPage(number=index + 1, text=text)
+                yield PdfPage(number=index + 1, text=text, sections=self.outline.page(index + 1))
         on_page(self.page_count, self.page_count)
         if failures == self.page_count:
             raise RejectedFile("corrupt PDF: no page could be read")
@@ -139,7 +142,8 @@ def open_pdf(path: Path, max_bytes: int, name: str | None = None) -> OpenedPdf:
         raise RejectedFile(f"corrupt or truncated PDF ({_short(exc)})") from exc
     if page_count == 0:
         raise RejectedFile("corrupt or truncated PDF (no pages found)")
-    return OpenedPdf(path, name or path.name, sha, size, page_count, reader)
+    name = name or path.name
+    return OpenedPdf(path, name, sha, size, page_count, reader, read_outline(reader, name))
 
 
 def read_pdf(

@@ -25,10 +25,12 @@ class Source:
     text: str
     found_by: tuple[str, ...] = ()  # the indexes that found it: "dense" (semantic), "keyword" (BM25)
     keyword_score: float = 0.0
+    section: str = ""  # the PDF outline's section path, "" when the PDF has no outline
 
     @classmethod
     def of(cls, chunk: StoredChunk) -> Source:
-        return cls(chunk.file, chunk.page, chunk.score, chunk.text, chunk.found_by, round(chunk.keyword_score, 3))
+        score = round(chunk.keyword_score, 3)
+        return cls(chunk.file, chunk.page, chunk.score, chunk.text, chunk.found_by, score, chunk.section)
 
 
 @dataclass

@@ -139,8 +139,9 @@ def _ask(services, args) -> int:
         for i, source in enumerate(answer.sources, 1):
             snippet = " ".join(source.text.split())[:100]
             found = "+".join(source.found_by) or "?"
+            section = f", § {source.section}" if source.section else ""
             print(
-                f"  [{i}] {source.file}, page {source.page} ({found}; similarity {source.score:.2f}, "
+                f"  [{i}] {source.file}, page {source.page}{section} ({found}; similarity {source.score:.2f}, "
                 f"BM25 {source.keyword_score:.1f}): {snippet}"
             )
     for note in answer.notes:

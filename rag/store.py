@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,6 +30,7 @@ class StoredChunk:
     id: str = ""
     found_by: tuple[str, ...] = ()  # which indexes returned it: DENSE, KEYWORD or both
     keyword_score: float = 0.0  # BM25 for the question's words
+    section: str = ""  # the PDF outline's section path, "" if none
 
     def with_scores(self, **changes) -> StoredChunk:
         return replace(self, **changes)
@@ -40,7 +41,8 @@ class EmbedderMismatch(RuntimeError):
 
 
 class ChunkStore:
-    """Chunks with metadata ``source``, ``page``, ``chunk``, ``sha256``; ids are ``sha256:index``.
+    """Chunks with metadata ``source``, ``page``, ``chunk``, ``sha256`` (and ``section`` when the PDF has an
+    outline); ids are ``sha256:index``.
 
     The collection remembers which embedder built it (``embedder_name``), and refuses to open with another.
     The keyword index lives in ``keyword_dir`` (default: ``keyword`` beside ``directory``); on open it is
@@ -59,6 +61,7 @@ class ChunkStore:
         from langchain_chroma import Chroma
 
         directory.mkdir(parents=True, exist_ok=True)
+        self._embeddings = embeddings
         self._client = None
         try:  # run rag.damage.ChunkStoreCheck first: a damaged vector index can crash this process outright
             self._client = chromadb.PersistentClient(
@@ -112,7 +115,8 @@ class ChunkStore:
             self.keyword.delete(extra)
         for start in range(0, len(missing), self.sync_batch):
             got = collection.get(ids=missing[start : start + self.sync_batch], include=["documents", "metadatas"])
-            self.keyword.add(got["ids"], got["documents"], got["metadatas"])
+            texts = [indexed_text(text, meta or {}) for text, meta in zip(got["documents"], got["metadatas"])]
+            self.keyword.add(got["ids"], texts, got["metadatas"])
         why = f" ({self.keyword.rebuilt_reason})" if self.keyword.rebuilt_reason else ""
         notice = (
             f"The keyword index was out of step with the chunk store{why}: {len(missing)} chunk(s) added to it from "
@@ -134,9 +138,13 @@ class ChunkStore:
 
         Searches see the new chunks' words after ``refresh()``.
         """
+        indexed = [indexed_text(text, meta) for text, meta in zip(texts, metadatas, strict=True)]
         with self._write_lock:
-            self.keyword.add(list(ids), list(texts), list(metadatas))
-            self._vectors.add_texts(list(texts), metadatas=list(metadatas), ids=list(ids))
+            self.keyword.add(list(ids), indexed, list(metadatas))
+            vectors = self._embeddings.embed_documents(indexed)
+            self._vectors._collection.upsert(
+                ids=list(ids), embeddings=vectors, documents=list(texts), metadatas=list(metadatas)
+            )
 
     def ids_for(self, source: str) -> list[str]:
         return self._vectors.get(where={"source": source}, include=[])["ids"]
@@ -184,6 +192,16 @@ class ChunkStore:
         return [found[i] for i in ids if i in found]
 
 
+def indexed_text(text: str, metadata: Mapping) -> str:
+    """What both indexes see of a chunk: its section path (``ingest.pdf_outline``) above its text.
+
+    Users are shown the text alone. The section line costs a chunk at most a few of the embedder's tokens at
+    its end (a full chunk is cut to the embedder's limit); the next chunk's overlap holds them.
+    """
+    section = metadata.get("section")
+    return f"{section}\n{text}" if section else text
+
+
 def _chunk(chunk_id: str, text: str, meta: dict, similarity: float, found_by: str) -> StoredChunk:
     return StoredChunk(
         text=text,
@@ -192,5 +210,6 @@ def _chunk(chunk_id: str, text: str, meta: dict, similarity: float, found_by: st
         index=int(meta.get("chunk", 0)),
         score=round(similarity, 4),
         id=chunk_id,
+        section=str(meta.get("section", "")),
         found_by=(found_by,),
     )

@@ -60,7 +60,7 @@ def test_ask_json_and_retrieve_only(english_pdf, chinese_pdf, capsys):
     assert out["answer"] is None
     assert len(out["sources"]) == 2
     assert out["sources"][0]["file"] == "中国文化.pdf" and out["sources"][0]["page"] == 2
-    assert set(out["sources"][0]) == {"file", "page", "score", "text", "found_by", "keyword_score"}
+    assert set(out["sources"][0]) == {"file", "page", "score", "text", "found_by", "keyword_score", "section"}
     assert "keyword" in out["sources"][0]["found_by"] and out["retrieval_mode"] == "hybrid"
     assert "embed_ms" in out["timings"]
     for mode, index in [("keyword", "keyword"), ("dense", "dense")]:

@@ -45,9 +45,10 @@ def sources_html(sources: Sequence[Source]) -> str:
         return ""
     items = []
     for i, source in enumerate(sources, 1):
+        section = f' <span class="zhiku-section">§ {html.escape(source.section)}</span>' if source.section else ""
         items.append(
             '<details class="zhiku-source">'
-            f"<summary>[{i}] {html.escape(source.file)} — p. {source.page} {index_badges(source.found_by)} "
+            f"<summary>[{i}] {html.escape(source.file)} — p. {source.page}{section} {index_badges(source.found_by)} "
             f'<span class="zhiku-score">(similarity {source.score:.2f}, BM25 {source.keyword_score:.1f})</span>'
             f'</summary><div class="zhiku-chunk">{html.escape(source.text)}</div></details>'
         )

@@ -29,6 +29,7 @@ CSS = """
   padding: 4px 8px; margin: 4px 0; }
 .zhiku-sources summary { cursor: pointer; }
 .zhiku-score { color: var(--body-text-color-subdued); font-size: 0.85em; }
+.zhiku-section { font-style: italic; }
 .zhiku-chunk { white-space: pre-wrap; font-size: 0.9em; margin-top: 4px; }
 .zhiku-badge { font-size: 0.75em; border-radius: 4px; padding: 0 5px; margin-left: 4px; color: #fff; }
 .zhiku-badge-keyword { background: #b45309; }
