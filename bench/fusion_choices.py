@@ -27,7 +27,7 @@ enforce_offline()
 from rag import tokenizer  # noqa: E402
 from rag.evaluation import load_questions  # noqa: E402
 from rag.retriever import POOL  # noqa: E402
-from rag.store import StoredChunk  # noqa: E402
+from rag.store import StoredChunk, indexed_text  # noqa: E402
 from rag.tokenizer import is_chinese  # noqa: E402
 
 
@@ -101,7 +101,7 @@ def main() -> None:
 
     def measure(tokenize, rank, one_per_page=False):
         index = bm25s.BM25(k1=1.2, b=0.75, method="lucene")
-        index.index([tokenize(t) for t in texts], show_progress=False)
+        index.index([tokenize(indexed_text(t, m)) for t, m in zip(texts, metas)], show_progress=False)
         hits = {"en": [], "zh": []}
         for q, vector in zip(questions, asked):
             words = [index.vocab_dict[t] for t in tokenize(q.question) if t in index.vocab_dict]
