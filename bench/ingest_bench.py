@@ -537,7 +537,10 @@ def bench_ingest(sample: list[dict], work: Path, quiet: bool) -> tuple[dict, lis
 
 
 def _embed_alone(embedder, chunks, batch: int, label: str, r: dict, quiet: bool) -> tuple[list, dict]:
-    """``embed_documents`` on the chunks, per document in batches of ``batch``, like ``Ingestor._store``."""
+    """``embed_documents`` on what the pipeline embeds (each chunk with its section heading, ``indexed_text``),
+    per document in batches of ``batch``, like ``Ingestor._store``."""
+    from rag.store import indexed_text
+
     key = f"embed_alone_{label}"
     for attempt in range(1, MAX_TRIES + 1):
         wait_quiet(quiet, f"embedding alone ({label} the pipeline)")
@@ -549,7 +552,8 @@ def _embed_alone(embedder, chunks, batch: int, label: str, r: dict, quiet: bool)
         started = time.perf_counter()
         for d_chunks in _per_document(chunks):
             for start in range(0, len(d_chunks), batch):
-                vectors.extend(embedder.embed_documents([c.text for c in d_chunks[start : start + batch]]))
+                texts = [indexed_text(c.text, c.metadata()) for c in d_chunks[start : start + batch]]
+                vectors.extend(embedder.embed_documents(texts))
         r[f"{key}_s"] = seconds = time.perf_counter() - started
         other = watch.other_pct()
         if not _contaminated(r, key, other, attempt, quiet):
