@@ -289,6 +289,13 @@ class Ingestor:
         """Store one document; if reading or storing fails, remove its new chunks and keep any earlier version."""
         assert item.pdf is not None
         name, sha = item.pdf.name, item.pdf.sha256
+        # Checked again here, where documents are stored one after another: when the reader looked, an update
+        # of another document from this content may have been under way, and been rolled back since.
+        twin = self.registry.find_by_sha(sha)
+        if twin is not None and twin.name != name:
+            item.abandoned.set()
+            reason = f"same content as {twin.name!r}, already indexed"
+            return FileResult(name, UNCHANGED, reason, item.pdf.page_count, 0)
         previous = self.registry.get(name)
         try:
             return self._store(item, previous, file_count, notify)

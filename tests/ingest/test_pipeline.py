@@ -247,3 +247,22 @@ def test_scanned_new_version_keeps_the_indexed_one(services, pdf_dir, english_pd
     assert stored_ids(services.store, "animals.pdf") == before
     record = services.registry.get("animals.pdf")
     assert record.status == INGESTED and record.pages == 3
+
+
+def test_a_failed_update_keeps_its_content_when_a_second_name_brings_it_in_the_same_batch(services, english_pdf):
+    """animals.pdf is updated to a scanned version (rejected, so the indexed one is kept) while a copy of the
+    indexed version comes in under another name. The copy was checked against the registry while the update
+    was under way, and the indexed version's chunks (ids ``sha256:index``) must not change hands."""
+    services.ingestor.ingest(sources(english_pdf))
+    before = stored_ids(services.store, "animals.pdf")
+    copy = english_pdf.parent / "later" / "copy of animals.pdf"
+    copy.parent.mkdir()
+    copy.write_bytes(english_pdf.read_bytes())
+    make_image_only_pdf(english_pdf, pages=30)  # its pages take a while to read: the copy is opened meanwhile
+    report = by_file(services.ingestor.ingest(sources(english_pdf, copy)))
+    assert report["animals.pdf"].status == "rejected"
+    assert report["copy of animals.pdf"].status == "unchanged"
+    assert "same content as 'animals.pdf'" in report["copy of animals.pdf"].reason
+    assert stored_ids(services.store, "animals.pdf") == before
+    assert services.registry.get("animals.pdf").chunks == len(before) == services.store.count()
+    assert services.registry.get("copy of animals.pdf") is None
