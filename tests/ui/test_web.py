@@ -145,10 +145,12 @@ def test_sources_show_which_index_found_each():
         [
             Source("a.pdf", 2, 0.61, "both", ("dense", "keyword"), 7.25),
             Source("显卡.pdf", 1, 0.2, "数字", ("keyword",), 3.0),
-            Source("c.pdf", 5, 0.7, "meaning", ("dense",), 0.0),
+            Source("c.pdf", 5, 0.7, "meaning", ("dense",), 0.0, "Axes › <Minor> tick marks"),
         ]
     )
     items = html.split("<details")[1:]
     assert "keyword / 关键词" in items[0] and "semantic / 语义" in items[0] and "BM25 7.2" in items[0]
     assert "keyword / 关键词" in items[1] and "semantic" not in items[1] and "显卡.pdf — p. 1" in items[1]
     assert "semantic / 语义" in items[2] and "keyword /" not in items[2] and "similarity 0.70" in items[2]
+    assert "c.pdf — p. 5 <span class=\"zhiku-section\">§ Axes › &lt;Minor&gt; tick marks</span>" in items[2]
+    assert "zhiku-section" not in items[0]  # no outline, no heading
