@@ -71,8 +71,8 @@ def read_outline(reader, name: str) -> Outline:
                 page = reader.get_destination_page_number(item)
             except Exception:  # noqa: BLE001 - one entry pointing nowhere: skip it, keep the others
                 page = None
+            last = title or None  # its children hang under it even when it points nowhere itself
             if title and page is not None and page >= 0:
-                last = title
                 entries.append((page + 1, (*parents, title)))
 
     try:

@@ -100,7 +100,13 @@ class BrokenOutlineReader:
     def outline(self):
         if self.raise_on_outline:
             raise ValueError("broken /Outlines dictionary")
-        return [Entry("Good", 0), [Entry("Child", 1), Entry("Dangling", -99)], Entry("", 2)]
+        return [
+            Entry("Good", 0),
+            [Entry("Child", 1), Entry("Dangling", -99)],
+            Entry("", 2),
+            Entry("Lost", -99),
+            [Entry("Orphan", 3)],
+        ]
 
     def get_destination_page_number(self, entry):
         if entry.page == -99:
@@ -115,8 +121,9 @@ class Entry:
 
 def test_a_broken_outline_costs_the_sections_never_the_document(caplog):
     outline = read_outline(BrokenOutlineReader(raise_on_outline=False), "x.pdf")
-    assert len(outline) == 2  # the dangling and the untitled entries are skipped
+    assert len(outline) == 3  # the dangling and the untitled entries are skipped, their children kept
     assert outline.page(2) == PageSections("Good", (("Child", "Good › Child"),))
+    assert outline.page(4) == PageSections("Good › Child", (("Orphan", "Lost › Orphan"),))
     assert len(read_outline(BrokenOutlineReader(raise_on_outline=True), "x.pdf")) == 0
     assert "x.pdf: the outline could not be read" in caplog.text
     assert Outline(()).page(1) == PageSections()

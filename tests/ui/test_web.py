@@ -152,5 +152,5 @@ def test_sources_show_which_index_found_each():
     assert "keyword / 关键词" in items[0] and "semantic / 语义" in items[0] and "BM25 7.2" in items[0]
     assert "keyword / 关键词" in items[1] and "semantic" not in items[1] and "显卡.pdf — p. 1" in items[1]
     assert "semantic / 语义" in items[2] and "keyword /" not in items[2] and "similarity 0.70" in items[2]
-    assert "c.pdf — p. 5 <span class=\"zhiku-section\">§ Axes › &lt;Minor&gt; tick marks</span>" in items[2]
+    assert 'c.pdf — p. 5 <span class="zhiku-section">§ Axes › &lt;Minor&gt; tick marks</span>' in items[2]
     assert "zhiku-section" not in items[0]  # no outline, no heading
