@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rag.keyword_index import TermStats
-from rag.store import StoredChunk
+from rag.store import StoredChunk, indexed_text
 from rag.tokenizer import tokenize
 
 DISTINCTIVE_SHARE = 0.05  # a word in at most this share of the chunks is distinctive
@@ -69,7 +69,8 @@ def relevant(
     """Indices of the chunks relevant to the question."""
     keep = []
     for i, chunk in enumerate(chunks):
-        found = evidence(question_terms, stats, chunk.text)
+        # the words the keyword index holds for it: its section heading too, which may be why it was found
+        found = evidence(question_terms, stats, indexed_text(chunk.text, {"section": chunk.section}))
         if rule.keeps(found.coverage, found.distinctive, chunk.score, chinese):
             keep.append(i)
     return keep

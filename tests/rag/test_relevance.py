@@ -12,8 +12,8 @@ STATS = TermStats(1000, COUNTS, {t: 8.0 if n == 0 else 7.0 - n / 50 for t, n in 
 RULE = RelevanceRule()
 
 
-def chunk(text: str, score: float) -> StoredChunk:
-    return StoredChunk(text=text, file="a.pdf", page=1, index=0, score=score)
+def chunk(text: str, score: float, section: str = "") -> StoredChunk:
+    return StoredChunk(text=text, file="a.pdf", page=1, index=0, score=score, section=section)
 
 
 def keeps(question: str, chunks: list[StoredChunk], chinese: bool) -> list[int]:
@@ -57,3 +57,12 @@ def test_english_questions_can_lean_on_similarity():
 def test_a_question_from_outside_the_documents_is_refused():
     chunks = [chunk("Bake the bread for an hour.", 0.45), chunk("Bread prices rose.", 0.3)]
     assert keeps("How do I bake sourdough bread?", chunks, chinese=False) == []
+
+
+def test_words_of_the_section_heading_count_as_the_chunk_s_own():
+    """A chunk found through its heading (the keyword index holds heading + text) is judged on both."""
+    question = "长城全长多少公里？"
+    body = chunk("两万一千多公里，东起山海关。", 0.3)
+    assert keeps(question, [body], chinese=True) == []
+    under = chunk("两万一千多公里，东起山海关。", 0.3, section="第 2 章 › 长城全长")
+    assert keeps(question, [under], chinese=True) == [0]
