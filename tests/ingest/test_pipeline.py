@@ -1,3 +1,4 @@
+import threading
 from pathlib import Path
 
 import pytest
@@ -249,20 +250,58 @@ def test_scanned_new_version_keeps_the_indexed_one(services, pdf_dir, english_pd
     assert record.status == INGESTED and record.pages == 3
 
 
-def test_a_failed_update_keeps_its_content_when_a_second_name_brings_it_in_the_same_batch(services, english_pdf):
+class WatchedRegistry(Registry):
+    """The real registry, noting when the reader thread looks for a document with a given content."""
+
+    def __init__(self, path, sha256: str) -> None:
+        super().__init__(path)
+        self.sha256, self.reader_looked = sha256, threading.Event()
+
+    def find_by_sha(self, sha256):
+        found = super().find_by_sha(sha256)
+        if sha256 == self.sha256 and threading.current_thread().name == "zhiku-parse":
+            self.reader_looked.set()
+        return found
+
+
+class RollbackAfterTheReaderLooked(ChunkStore):
+    """The real store; rolling a failed version back waits until the reader has checked the next file."""
+
+    registry: WatchedRegistry
+
+    def delete_source(self, source, keep_sha256=None, only_sha256=None):
+        if only_sha256 is not None:
+            assert self.registry.reader_looked.wait(30)
+        return super().delete_source(source, keep_sha256, only_sha256)
+
+
+def test_a_failed_update_keeps_its_content_when_a_second_name_brings_it_in_the_same_batch(settings, english_pdf):
     """animals.pdf is updated to a scanned version (rejected, so the indexed one is kept) while a copy of the
-    indexed version comes in under another name. The copy was checked against the registry while the update
-    was under way, and the indexed version's chunks (ids ``sha256:index``) must not change hands."""
-    services.ingestor.ingest(sources(english_pdf))
-    before = stored_ids(services.store, "animals.pdf")
-    copy = english_pdf.parent / "later" / "copy of animals.pdf"
-    copy.parent.mkdir()
-    copy.write_bytes(english_pdf.read_bytes())
-    make_image_only_pdf(english_pdf, pages=30)  # its pages take a while to read: the copy is opened meanwhile
-    report = by_file(services.ingestor.ingest(sources(english_pdf, copy)))
-    assert report["animals.pdf"].status == "rejected"
-    assert report["copy of animals.pdf"].status == "unchanged"
-    assert "same content as 'animals.pdf'" in report["copy of animals.pdf"].reason
-    assert stored_ids(services.store, "animals.pdf") == before
-    assert services.registry.get("animals.pdf").chunks == len(before) == services.store.count()
-    assert services.registry.get("copy of animals.pdf") is None
+    indexed version comes in under another name. The reader checks the copy while the update is under way (the
+    registry then shows the new version); the indexed version's chunks (ids ``sha256:index``) must not change
+    hands when the update is rolled back."""
+    from ingest.pdf_reader import file_sha256
+
+    ingestor, store, unwatched = build_ingestor(settings, RollbackAfterTheReaderLooked)
+    unwatched.close()
+    registry = WatchedRegistry(settings.registry_path, file_sha256(english_pdf))
+    ingestor.registry = store.registry = registry
+    try:
+        ingestor.ingest(sources(english_pdf))
+        before = stored_ids(store, "animals.pdf")
+        copy = english_pdf.parent / "later" / "copy of animals.pdf"
+        copy.parent.mkdir()
+        copy.write_bytes(english_pdf.read_bytes())
+        make_image_only_pdf(english_pdf, pages=2)
+        registry.reader_looked.clear()
+        report = by_file(ingestor.ingest(sources(english_pdf, copy)))
+        assert registry.reader_looked.is_set()
+        assert report["animals.pdf"].status == "rejected"
+        assert report["copy of animals.pdf"].status == "unchanged"
+        assert "same content as 'animals.pdf'" in report["copy of animals.pdf"].reason
+        assert stored_ids(store, "animals.pdf") == before
+        assert registry.get("animals.pdf").chunks == len(before) == store.count()
+        assert registry.get("copy of animals.pdf") is None
+    finally:
+        store.close()
+        registry.close()
