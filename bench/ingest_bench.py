@@ -874,7 +874,7 @@ def bench_retrieval(
                 for i in idx
             ]
             collection.upsert(ids=ids, embeddings=noisy, documents=documents, metadatas=metadatas)
-            store.keyword.add(ids, documents, metadatas)  # as ChunkStore.add does, without embedding again
+            store.keyword.add(ids, documents, metadatas)  # as ChunkStore.add does (no headings), no embedding
             filled += n
         fill_s = time.perf_counter() - started
         assert store.count() == size == store.keyword.count(), (store.count(), size, store.keyword.count())

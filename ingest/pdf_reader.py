@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from ingest.pdf_outline import NO_SECTIONS, Outline, PageSections, read_outline
@@ -91,7 +92,11 @@ class OpenedPdf:
     size: int
     page_count: int
     reader: object
-    outline: Outline = field(default_factory=lambda: Outline(()))
+
+    @cached_property
+    def outline(self) -> Outline:
+        """Read when the pages are, not for a file found unchanged (0.26 s for a 1,158-page manual)."""
+        return read_outline(self.reader, self.name)
 
     def pages(self, on_page: Callable[[int, int], None] | None = None) -> Iterator[PdfPage]:
         """Pages with text, in order. Raises RejectedFile at the end if no page had any text."""
@@ -142,8 +147,7 @@ def open_pdf(path: Path, max_bytes: int, name: str | None = None) -> OpenedPdf:
         raise RejectedFile(f"corrupt or truncated PDF ({_short(exc)})") from exc
     if page_count == 0:
         raise RejectedFile("corrupt or truncated PDF (no pages found)")
-    name = name or path.name
-    return OpenedPdf(path, name, sha, size, page_count, reader, read_outline(reader, name))
+    return OpenedPdf(path, name or path.name, sha, size, page_count, reader)
 
 
 def read_pdf(

@@ -195,8 +195,10 @@ class ChunkStore:
 def indexed_text(text: str, metadata: Mapping) -> str:
     """What both indexes see of a chunk: its section path (``ingest.pdf_outline``) above its text.
 
-    Users are shown the text alone. The section line costs a chunk at most a few of the embedder's tokens at
-    its end (a full chunk is cut to the embedder's limit); the next chunk's overlap holds them.
+    Users are shown the text alone. Chunks are cut to fit the embedder's token limit without the heading, so
+    on a full chunk the heading (up to two titles of 80 characters) pushes the chunk's last tokens past the
+    limit: they are left out of its vector, though not out of the keyword index, and the next chunk's overlap
+    holds them except at the end of a page. Measured with this cost: docs/benchmarks.md section 4.
     """
     section = metadata.get("section")
     return f"{section}\n{text}" if section else text

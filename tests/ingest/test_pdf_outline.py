@@ -77,6 +77,10 @@ def test_both_indexes_see_the_section_name_and_sources_show_the_text_alone(servi
     assert "minor" not in chunk.text.lower()
     assert chunk.section == "Axes › Minor tick marks"
     assert not chunk.text.startswith("Axes")  # what the user reads is the page's text
+    # the vector stored is the embedding of heading + text, not of the text alone
+    with_heading, plain = services.embedder.embed_documents([f"{chunk.section}\n{chunk.text}", chunk.text])
+    assert services.store.get_chunks([chunk.id], with_heading)[0].score > 0.999
+    assert services.store.get_chunks([chunk.id], plain)[0].score < 0.99
     answer = services.qa.ask("How many minor tick marks per interval?", generate=False)
     assert (answer.sources[0].page, answer.sources[0].section) == (3, "Axes › Minor tick marks")
     # a keyword index made again from Chroma's texts keeps the section words
