@@ -42,7 +42,12 @@ def detect_language(text: str) -> str:
 
 
 def format_context(chunks: Sequence[StoredChunk]) -> str:
-    return "\n\n".join(f"[{i}] ({c.file}, p. {c.page})\n{c.text}" for i, c in enumerate(chunks, 1))
+    """Each chunk under its citation, and the section it sits under when the PDF has an outline."""
+
+    def cite(c: StoredChunk) -> str:
+        return f"({c.file}, p. {c.page}, § {c.section})" if c.section else f"({c.file}, p. {c.page})"
+
+    return "\n\n".join(f"[{i}] {cite(c)}\n{c.text}" for i, c in enumerate(chunks, 1))
 
 
 def build_messages(question: str, chunks: Sequence[StoredChunk], language: str) -> list[dict[str, str]]:

@@ -17,6 +17,9 @@ def test_chinese_template_and_citations():
     messages = build_messages("长城有多长？", [chunk("长城全长两万多公里。", 2)], "zh")
     assert messages[1]["content"].startswith("基于以下上下文，回答问题")
     assert "(a.pdf, p. 2)" in messages[1]["content"]
+    under = StoredChunk(text="全长两万多公里。", file="a.pdf", page=3, index=3, score=0.5, section="第 2 章 › 长城")
+    prompt = build_messages("长城有多长？", [under], "zh")[1]["content"]
+    assert "[1] (a.pdf, p. 3, § 第 2 章 › 长城)\n全长两万多公里。" in prompt
     assert messages[1]["content"].endswith("问题：长城有多长？")
     assert USER["en"].startswith("Answer the question based on the context below")
 
