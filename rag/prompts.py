@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from rag.store import StoredChunk
+from rag.tokenizer import is_chinese
 
 SYSTEM = {
     "zh": "你是一个严谨的助手。只根据提供的上下文回答；上下文中没有答案时，直接说不知道。回答使用中文。",
@@ -36,9 +37,7 @@ NOTHING_RELEVANT = {
 
 def detect_language(text: str) -> str:
     """``zh`` when CJK characters make up a noticeable share of the letters, else ``en``."""
-    cjk = sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf")
-    letters = sum(1 for ch in text if ch.isalpha())
-    return "zh" if cjk and cjk * 4 >= letters * 1 else "en"
+    return "zh" if is_chinese(text) else "en"
 
 
 def format_context(chunks: Sequence[StoredChunk]) -> str:
