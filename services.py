@@ -9,12 +9,12 @@ from ingest.pipeline import Ingestor
 from models.device import resolve_device
 from models.embedder import Embedder
 from models.governor import Governor, budget_bytes
-from models.llm import Generator, LlmSpec, SamplingParams, estimate_footprint
+from models.llm import Generator, LlmSpec, SamplingParams, estimate_footprint, parameter_count
 from models.memory import memory_device
 from models.packaged import ModelNotInstalled
 from models.telemetry import Telemetry
 from models.vision import VisionModel, VisionSpec, estimate_vision
-from rag.answering import AnsweringContext
+from rag.answering import AnsweringContext, is_small
 from rag.damage import ChunkStoreCheck, StoreDamaged, refuse_pending_rebuild
 from rag.image_qa import ImageQAService
 from rag.qa import QAService
@@ -133,7 +133,18 @@ def build_services(settings: Settings, *, keep_uploads: bool = False, rebuilding
         RelevanceRule(settings.min_score, settings.sure_score, settings.min_coverage),
         on_generation=record,
     )
-    qa = QAService(context, chat_model=CHAT_MODEL)
+
+    def answer_mode():
+        if settings.answer_mode != "auto":
+            return settings.answer_mode
+        return "both" if is_small(parameter_count(spec)) else "generate"
+
+    def rewrite():
+        if settings.followup_rewrite != "auto":
+            return settings.followup_rewrite
+        return "rules" if is_small(parameter_count(spec)) else "model"
+
+    qa = QAService(context, chat_model=CHAT_MODEL, answer_mode=answer_mode, rewrite=rewrite)
     image_qa = ImageQAService(
         context,
         max_image_bytes=int(settings.max_image_mb * 1_000_000),

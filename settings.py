@@ -10,6 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Quantization = Literal["auto", "nf4", "int8", "bf16", "fp32"]
 RetrievalMode = Literal["hybrid", "keyword", "dense"]
+AnswerMode = Literal["auto", "generate", "extract", "both"]
+RewriteMode = Literal["auto", "rules", "model", "off"]
 
 
 class Settings(BaseSettings):
@@ -82,7 +84,20 @@ class Settings(BaseSettings):
     temperature: float = Field(0.7, ge=0.0, description="Sampling temperature; 0 = greedy.")
     top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling.")
     repetition_penalty: float = Field(1.1, ge=1.0, description="Penalty on repeated tokens.")
-    max_new_tokens: int = Field(512, ge=1, description="Longest answer, in tokens.")
+    max_new_tokens: int = Field(
+        512, ge=1, description="Longest answer, in tokens (models under 1B parameters: at most 160)."
+    )
+    answer_mode: AnswerMode = Field(
+        "auto",
+        description="both = the evidence sentences from your documents at once, then the model's answer; "
+        "extract = the evidence alone (no chat model loaded); generate = the model's answer; "
+        "auto = both for chat models under 1B parameters, else generate.",
+    )
+    followup_rewrite: RewriteMode = Field(
+        "auto",
+        description="How a follow-up question is made standalone for the search: rules, model (the chat model "
+        "rewrites it), off; auto = model for chat models of 1B parameters or more, else rules.",
+    )
 
     @property
     def chroma_dir(self) -> Path:

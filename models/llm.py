@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterator
@@ -12,9 +13,10 @@ from models.chat_templates import LLAMA2_CHAT
 from models.device import resolve_device
 from models.gguf_cache import converted_dir
 from models.packaged import smollm2_gguf
+from models.prefix_cache import PREFIX_TOKENS, PrefixCache
 from models.streaming import SamplingParams, StreamingGenerator, StreamsText
 
-__all__ = ["Generator", "LlmSpec", "SamplingParams", "estimate_footprint", "quantization_config"]
+__all__ = ["Generator", "LlmSpec", "SamplingParams", "estimate_footprint", "parameter_count", "quantization_config"]
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,19 @@ def estimate_footprint(spec: LlmSpec, context_tokens: int | None = None, batch: 
 
     device = resolve_device(spec.device)
     config = AutoConfig.from_pretrained(resolve_source(spec), local_files_only=True)
-    return estimate(config, effective_quantization(spec.quantization, device), context_tokens, batch)
+    context = (context_tokens or getattr(config, "max_position_embeddings", 4096)) + PREFIX_TOKENS  # kept prefix
+    return estimate(config, effective_quantization(spec.quantization, device), context, batch)
+
+
+@functools.cache
+def parameter_count(spec: LlmSpec) -> int:
+    """The configured model's parameters, from its config alone (a GGUF default is converted first)."""
+    from transformers import AutoConfig
+
+    from models.footprint import count_parameters
+
+    counts = count_parameters(AutoConfig.from_pretrained(resolve_source(spec), local_files_only=True), ())
+    return counts.linear + counts.dense
 
 
 class Generator(StreamsText):
@@ -109,7 +123,9 @@ class Generator(StreamsText):
         if quant is None:
             self.model.to(self.device)
         self.model.eval()
+        self.parameters = int(self.model.num_parameters())  # 4-bit weights counted unpacked
         self._streaming = StreamingGenerator(self.model, self.tokenizer)
+        self._prefix = PrefixCache()
         self._warm_up()
         self.load_seconds = time.perf_counter() - started
         log.info("loaded %s on %s in %.1f s", self.name, self.device, self.load_seconds)
@@ -143,8 +159,17 @@ class Generator(StreamsText):
 
         input_ids = torch.tensor([prompt_ids], device=self.model.device)
         yield from self._streaming.stream_inputs(
-            {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}, params
+            {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}, params, self._prefix
         )
+
+    def unload(self) -> None:
+        self._prefix.clear()
+        super().unload()
+
+    @property
+    def last_reused_tokens(self) -> int:
+        """Prompt tokens of the latest generation whose keys and values came from the previous prompt."""
+        return self._prefix.last_reused
 
     def _warm_up(self) -> None:
         """Pay the generation thread's one-time start-up cost now rather than in the first answer."""

@@ -13,8 +13,10 @@ class TextGenerator(Protocol):
     """A chat model that streams text for a prompt built with its own chat template."""
 
     name: str
+    parameters: int | None  # the model's size: small models get short prompts and answers
     last_first_token_s: float | None  # of the latest stream: prompt in -> first token id out
     last_new_tokens: int
+    last_repeating: bool  # the latest stream stopped in a repetition loop
 
     @property
     def context_length(self) -> int: ...

@@ -14,6 +14,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from models.prefix_cache import PrefixCache
+
+REPEAT_TOKENS = 16  # a run of this many tokens generated a second time is a loop, not an answer
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -32,10 +36,15 @@ class StreamingGenerator:
         self._lock = threading.Lock()  # one generation of this model at a time
         self.last_first_token_s: float | None = None  # of the latest stream: inputs in -> first token id out
         self.last_new_tokens = 0
+        self.last_repeating = False  # the latest stream was stopped in a repetition loop
 
-    def stream_inputs(self, inputs: dict, params: SamplingParams) -> Iterator[str]:
-        """Yield decoded text pieces for ``inputs`` (tensors for ``generate``: input_ids, pixel_values...)."""
+    def stream_inputs(self, inputs: dict, params: SamplingParams, prefix: PrefixCache | None = None) -> Iterator[str]:
+        """Yield decoded text pieces for ``inputs`` (tensors for ``generate``: input_ids, pixel_values...).
+
+        With ``prefix``, the keys and values of the start this prompt shares with the previous one are reused.
+        """
         import torch
+        from transformers import StoppingCriteriaList
 
         streamer = _timed_streamer_class()(self._tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
         sample = params.temperature > 0
@@ -49,12 +58,19 @@ class StreamingGenerator:
         )
         if sample:
             kwargs.update(temperature=params.temperature, top_p=params.top_p)
+        prompt_ids = inputs["input_ids"][0].tolist()
+        loop = RepetitionStop(len(prompt_ids))
+        kwargs["stopping_criteria"] = StoppingCriteriaList([loop])
+        if prefix is not None:
+            kwargs.update(past_key_values=prefix.take(prompt_ids), return_dict_in_generate=True)
         errors: list[BaseException] = []
 
         def run() -> None:
             try:
                 with torch.inference_mode():
-                    self.model.generate(**kwargs)
+                    out = self.model.generate(**kwargs)
+                if prefix is not None:
+                    prefix.keep(prompt_ids, getattr(out, "past_key_values", None))
             except BaseException as exc:  # surfaced to the caller below
                 errors.append(exc)
                 streamer.end()
@@ -66,6 +82,7 @@ class StreamingGenerator:
             done.result()
             self.last_first_token_s = (streamer.first_token_at or time.perf_counter()) - started
             self.last_new_tokens = streamer.new_tokens
+            self.last_repeating = loop.stopped
         if errors:
             raise errors[0]
 
@@ -85,6 +102,29 @@ class StreamingGenerator:
             pass
 
 
+class RepetitionStop:
+    """A stopping criterion: the generation repeats a run of ``n`` tokens it has already produced (a greedy
+    loop writes one sentence over and over). The caller trims the repeated text (``rag.answering``)."""
+
+    def __init__(self, prompt_length: int, n: int = REPEAT_TOKENS) -> None:
+        self.prompt_length = prompt_length
+        self.n = n
+        self.seen: set[tuple[int, ...]] = set()
+        self.stopped = False
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        new = input_ids[0, self.prompt_length :]
+        done = False
+        if len(new) >= self.n:
+            run = tuple(new[-self.n :].tolist())
+            done = run in self.seen
+            self.seen.add(run)
+        self.stopped = self.stopped or done
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+
 class StreamsText:
     """For a loaded model that streams through ``self._streaming``: timings of its latest answer, and unload."""
 
@@ -98,6 +138,10 @@ class StreamsText:
     @property
     def last_new_tokens(self) -> int:
         return self._streaming.last_new_tokens
+
+    @property
+    def last_repeating(self) -> bool:
+        return self._streaming.last_repeating
 
     def unload(self) -> None:
         """Drop the weights so the memory can be reclaimed."""

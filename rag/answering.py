@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from models.governor import is_out_of_memory
 from models.protocols import ModelProvider
 from models.streaming import SamplingParams
+from rag.evidence import EvidenceFinder, Quote, Span
 from rag.relevance import RelevanceRule
 from rag.relevance import relevant as relevant_indices
 from rag.retriever import Mode, Retrieval, Retriever
@@ -26,11 +27,17 @@ class Source:
     found_by: tuple[str, ...] = ()  # the indexes that found it: "dense" (semantic), "keyword" (BM25)
     keyword_score: float = 0.0
     section: str = ""  # the PDF outline's section path, "" when the PDF has no outline
+    evidence: tuple[Span, ...] = ()  # the sentences of ``text`` that answer the question, best first
 
     @classmethod
-    def of(cls, chunk: StoredChunk) -> Source:
+    def of(cls, chunk: StoredChunk, evidence: Sequence[Span] = ()) -> Source:
         score = round(chunk.keyword_score, 3)
-        return cls(chunk.file, chunk.page, chunk.score, chunk.text, chunk.found_by, score, chunk.section)
+        return cls(
+            chunk.file, chunk.page, chunk.score, chunk.text, chunk.found_by, score, chunk.section, tuple(evidence)
+        )
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "evidence": [span.as_dict() for span in self.evidence]}
 
 
 @dataclass
@@ -47,11 +54,21 @@ class Answer:
     done: bool = False
     status: str | None = None  # what is happening before the first token, e.g. a model loading
     retrieval_mode: str | None = None  # hybrid, keyword or dense
+    extract: list[Quote] = field(default_factory=list)  # the best evidence sentences: the extractive answer
+    model: str | None = None  # the model that generated ``text``; None for an extractive or refusing answer
+    unsupported: list[str] = field(default_factory=list)  # numbers, names, quoted terms found in no source
+    standalone: str | None = None  # a follow-up question as searched, rewritten with the conversation
+    answer_mode: str | None = None  # generate, extract or both
 
     def as_dict(self) -> dict:
         return {
             "answer": self.text,
-            "sources": [asdict(s) for s in self.sources],
+            "model": self.model,
+            "answer_mode": self.answer_mode,
+            "extract": [q.as_dict() for q in self.extract],
+            "unsupported": self.unsupported,
+            "standalone_question": self.standalone,
+            "sources": [s.as_dict() for s in self.sources],
             "timings": {k: round(v, 2) for k, v in self.timings.items()},
             "language": self.language,
             "retrieval_mode": self.retrieval_mode,
@@ -59,14 +76,33 @@ class Answer:
         }
 
 
-def fit_params(params: SamplingParams, context_length: int) -> tuple[SamplingParams, int]:
-    """Sampling parameters and the prompt's token budget for a model's context; a model whose context is
-    too short for ``max_new_tokens`` gets half of it for the answer."""
+SMALL_MODEL = 1_000_000_000  # parameters: a model below this gets a short prompt, a short answer, greedy decoding
+SMALL_PROMPT_TOKENS = 768  # ~1.4 s of prefill for SmolLM2-135M on 2 cores (docs/benchmarks.md)
+SMALL_ANSWER_TOKENS = 160  # ~6 s of decoding at ~27 tokens/s
+
+
+def is_small(parameters: int | None) -> bool:
+    return parameters is not None and parameters < SMALL_MODEL
+
+
+def fit_params(
+    params: SamplingParams, context_length: int, parameters: int | None = None
+) -> tuple[SamplingParams, int]:
+    """Sampling parameters and the prompt's token budget for a model's context and size.
+
+    A model whose context is too short for ``max_new_tokens`` gets half of it for the answer. A small model
+    (under ``SMALL_MODEL`` parameters) gets a prompt of at most ``SMALL_PROMPT_TOKENS``, an answer of at most
+    ``SMALL_ANSWER_TOKENS`` and greedy decoding: it is no better for reading more, rambles when it writes
+    long, and sampling only adds invention.
+    """
+    small = is_small(parameters)
+    if small:
+        params = replace(params, temperature=0.0, max_new_tokens=min(params.max_new_tokens, SMALL_ANSWER_TOKENS))
     budget = context_length - params.max_new_tokens
     if budget < 64:
         params = replace(params, max_new_tokens=context_length // 2)
         budget = context_length - params.max_new_tokens
-    return params, budget
+    return params, min(budget, SMALL_PROMPT_TOKENS) if small else budget
 
 
 @dataclass(frozen=True)
@@ -92,9 +128,18 @@ class AnsweringContext:
 
     def judge(self, question: str, retrieval: Retrieval, chunks: list[StoredChunk]) -> list[StoredChunk]:
         """Those of ``chunks`` that are relevant to ``question`` (an empty list means "nothing relevant")."""
-        stats = self.retriever.store.keyword.term_stats(retrieval.question_terms)
-        keep = relevant_indices(retrieval.question_terms, stats, chunks, is_chinese(question), self.relevance)
+        chinese = is_chinese(question)
+        keep = relevant_indices(retrieval.question_terms, retrieval.stats, chunks, chinese, self.relevance)
         return [chunks[i] for i in keep]
+
+    def evidence(
+        self, question: str, retrieval: Retrieval, chunks: list[StoredChunk], asked: str = ""
+    ) -> list[list[Span]]:
+        """The sentences of each of ``chunks`` that answer ``question`` (a follow-up's rewrite of what was
+        ``asked``), best first (``rag.evidence``)."""
+        finder = EvidenceFinder(self.retriever.embeddings)
+        terms, chinese = retrieval.question_terms, is_chinese(question)
+        return finder.find(question, terms, retrieval.stats, chunks, chinese, retrieval.vector, asked)
 
     def generate(self, name: str, answer: Answer, produce: Callable[[Any], Iterator[Answer]]) -> Iterator[Answer]:
         """``produce(model)`` with model ``name`` held through the governor, then report the timings."""
@@ -142,6 +187,9 @@ def stream_text(model, pieces: Iterator[str], answer: Answer, started: float) ->
     first = model.last_first_token_s or 0.0
     tokens = model.last_new_tokens
     answer.text = answer.text.strip()
+    if getattr(model, "last_repeating", False):
+        answer.text = cut_repeated_tail(answer.text)
+        answer.notes.append("the model began repeating itself and was stopped / 模型开始重复，已停止")
     answer.timings.update(
         first_token_ms=first * 1000,
         generate_ms=elapsed * 1000,
@@ -152,3 +200,17 @@ def stream_text(model, pieces: Iterator[str], answer: Answer, started: float) ->
     )
     answer.done = True
     yield answer
+
+
+def cut_repeated_tail(text: str, least: int = 8, longest: int = 600) -> str:
+    """``text`` without its repeating tail: a loop stopped part way through a later round leaves the first
+    round, more rounds and a piece of one; only the first round stays. The tail cut is the longest that
+    repeats, character for character, the ``p`` characters before it, for any period ``p`` up to ``longest``."""
+    n = n_best = len(text)
+    for p in range(1, min(longest, n - least) + 1):
+        i = n
+        while i - 1 - p >= 0 and text[i - 1] == text[i - 1 - p]:
+            i -= 1
+        if n - i >= least and i < n_best:
+            n_best = i
+    return text[:n_best].rstrip()

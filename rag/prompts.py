@@ -5,8 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from rag.followup import Turn
+from rag.sentences import split_sentences
 from rag.store import StoredChunk
 from rag.tokenizer import is_chinese
+
+ANSWER_CHARS = 600  # of an earlier answer, in the conversation the model sees
+FOCUS_CHARS = 700  # of a chunk, around its evidence, for a small model
 
 SYSTEM = {
     "zh": "你是一个严谨的助手。只根据提供的上下文回答；上下文中没有答案时，直接说不知道。回答使用中文。",
@@ -49,11 +54,39 @@ def format_context(chunks: Sequence[StoredChunk]) -> str:
     return "\n\n".join(f"[{i}] {cite(c)}\n{c.text}" for i, c in enumerate(chunks, 1))
 
 
-def build_messages(question: str, chunks: Sequence[StoredChunk], language: str) -> list[dict[str, str]]:
-    return [
-        {"role": "system", "content": SYSTEM[language]},
-        {"role": "user", "content": USER[language].format(context=format_context(chunks), question=question)},
-    ]
+def focused(chunk: StoredChunk, evidence_starts: Sequence[int]) -> StoredChunk:
+    """``chunk`` cut down to its evidence sentences, then their neighbours, within ``FOCUS_CHARS``."""
+    sentences = split_sentences(chunk.text)
+    if len(chunk.text) <= FOCUS_CHARS or not sentences:
+        return chunk
+    hits = [next((i for i, (s, e) in enumerate(sentences) if s <= start < e), 0) for start in evidence_starts]
+    wanted = list(dict.fromkeys([*hits, *(j for i in hits for j in (i + 1, i - 1)), 0]))
+    chosen, used = [], 0
+    for i in wanted:
+        if 0 <= i < len(sentences):
+            s, e = sentences[i]
+            if not chosen or used + e - s <= FOCUS_CHARS:
+                chosen.append(i)
+                used += e - s
+    text, last = "", None
+    for i in sorted(chosen):
+        s, e = sentences[i]
+        text += ("" if last is None else " " if i == last + 1 else " … ") + chunk.text[s:e]
+        last = i
+    return chunk.with_scores(text=text)
+
+
+def build_messages(
+    question: str, chunks: Sequence[StoredChunk], language: str, history: Sequence[Turn] = ()
+) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": SYSTEM[language]}]
+    for turn in history:
+        messages.append({"role": "user", "content": turn.question})
+        messages.append({"role": "assistant", "content": turn.answer[:ANSWER_CHARS] or "…"})
+    messages.append(
+        {"role": "user", "content": USER[language].format(context=format_context(chunks), question=question)}
+    )
+    return messages
 
 
 @dataclass(frozen=True)
@@ -63,6 +96,7 @@ class FittedPrompt:
     chunks: list[StoredChunk]  # the chunks that made it into the prompt
     question_trimmed: bool
     chunks_dropped: int
+    turns_dropped: int = 0
 
 
 def fit_prompt(
@@ -72,15 +106,20 @@ def fit_prompt(
     encode: Callable[[list[dict[str, str]]], list[int]],
     truncate: Callable[[str, int], str],
     budget: int,
+    history: Sequence[Turn] = (),
 ) -> FittedPrompt:
-    """Drop the least relevant chunks until the prompt fits ``budget`` tokens; the question is cut last."""
-    kept = list(chunks)
+    """Fit ``budget`` tokens: drop the oldest turns of the conversation, then the least relevant chunks; the
+    question is cut last."""
+    kept, turns = list(chunks), list(history)
     while True:
-        messages = build_messages(question, kept, language)
+        messages = build_messages(question, kept, language, turns)
         ids = encode(messages)
-        if len(ids) <= budget or not kept:
+        if len(ids) <= budget or (not kept and not turns):
             break
-        kept.pop()
+        if turns:
+            turns.pop(0)
+        else:
+            kept.pop()
     trimmed = False
     if len(ids) > budget:
         overhead = len(encode(build_messages("", [], language)))
@@ -90,4 +129,4 @@ def fit_prompt(
         ids = encode(messages)
         if len(ids) > budget:  # decoding may re-tokenise differently; never exceed the window
             ids = ids[:budget]
-    return FittedPrompt(messages, ids, kept, trimmed, len(chunks) - len(kept))
+    return FittedPrompt(messages, ids, kept, trimmed, len(chunks) - len(kept), len(history) - len(turns))

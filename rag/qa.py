@@ -1,26 +1,52 @@
-"""The question-answering flow: retrieve, decide whether there is anything to answer from, generate."""
+"""The question-answering flow: rewrite a follow-up, retrieve, decide whether there is anything to answer
+from, show the evidence at once, generate, then check the generated text against the sources."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from typing import Literal
 
 from models.protocols import TextGenerator
-from rag.answering import Answer, AnsweringContext, Source, fit_params, stream_text
+from models.streaming import SamplingParams
+from rag.answering import Answer, AnsweringContext, Source, fit_params, is_small, stream_text
 from rag.evaluation import DEPTH
-from rag.prompts import NO_DOCUMENTS, NOTHING_RELEVANT, detect_language, fit_prompt
+from rag.evidence import extract, support
+from rag.followup import Turn, model_rewrite, rule_rewrite
+from rag.grounding import claims, unsupported
+from rag.prompts import NO_DOCUMENTS, NOTHING_RELEVANT, detect_language, fit_prompt, focused
 from rag.retriever import Mode
 from rag.store import StoredChunk
 
+AnswerMode = Literal["generate", "extract", "both"]
+RewriteMode = Literal["rules", "model", "off"]
+REWRITE_TOKENS = 64
+
 
 class QAService:
-    def __init__(self, context: AnsweringContext, chat_model: str = "chat") -> None:
+    def __init__(
+        self,
+        context: AnsweringContext,
+        chat_model: str = "chat",
+        answer_mode: Callable[[], AnswerMode] = lambda: "generate",
+        rewrite: Callable[[], RewriteMode] = lambda: "rules",
+    ) -> None:
         self.context = context
         self.chat_model = chat_model
+        self.answer_mode = answer_mode  # a callable: "auto" looks at the chat model's size, once
+        self.rewrite = rewrite
 
-    def ask(self, question: str, k: int | None = None, generate: bool = True, mode: Mode | None = None) -> Answer:
+    def ask(
+        self,
+        question: str,
+        k: int | None = None,
+        generate: bool = True,
+        mode: Mode | None = None,
+        history: Sequence[Turn] = (),
+    ) -> Answer:
         """The finished answer (the last update of ``stream``)."""
-        *_, answer = self.stream(question, k, generate, mode)
+        *_, answer = self.stream(question, k, generate, mode, history)
         return answer
 
     def probe(self, question: str, k: int, mode: Mode) -> tuple[list[StoredChunk], bool]:
@@ -28,17 +54,36 @@ class QAService:
         retrieval = self.context.retriever.retrieve(question, max(k, DEPTH), mode)
         return retrieval.chunks, not self.context.judge(question, retrieval, retrieval.chunks[:k])
 
+    def standalone(self, question: str, history: Sequence[Turn]) -> str:
+        """``question`` as it is searched: a follow-up rewritten with the conversation."""
+        how = self.rewrite() if history else "off"
+        if how == "model":
+            return model_rewrite(question, history, self._complete)
+        if how == "rules":
+            return rule_rewrite(question, history)
+        return question
+
     def stream(
-        self, question: str, k: int | None = None, generate: bool = True, mode: Mode | None = None
+        self,
+        question: str,
+        k: int | None = None,
+        generate: bool = True,
+        mode: Mode | None = None,
+        history: Sequence[Turn] = (),
     ) -> Iterator[Answer]:
         question = question.strip()
         if not question:
             raise ValueError("The question is empty / 问题为空")
         answer = Answer(question=question, language=detect_language(question))
         started = time.perf_counter()
-        retrieval, relevant = self.context.relevant(question, k, answer, mode)
+        searched = self.standalone(question, history)
+        asked = ""
+        if searched != question:
+            answer.standalone, asked = searched, question
+        retrieval, relevant = self.context.relevant(searched, k, answer, mode)
         if not generate:
-            answer.sources = [Source.of(c) for c in retrieval.chunks]
+            evidence = self.context.evidence(searched, retrieval, retrieval.chunks, asked)
+            answer.sources = [Source.of(c, e) for c, e in zip(retrieval.chunks, evidence, strict=True)]
             answer.done = True
             yield answer
             return
@@ -47,22 +92,65 @@ class QAService:
             answer.done = True
             yield answer
             return
+        found = time.perf_counter()
+        evidence = self.context.evidence(searched, retrieval, relevant, asked)
+        answer.timings["evidence_ms"] = (time.perf_counter() - found) * 1000
+        answer.sources = [Source.of(c, e) for c, e in zip(relevant, evidence, strict=True)]
+        answer.grounded = True
+        answer.answer_mode = self.answer_mode()
+        if answer.answer_mode != "generate":
+            answer.extract = extract(evidence, relevant)
+        if answer.answer_mode == "extract":
+            answer.text = "\n".join(f"{q.span.text} ({q.file}, p. {q.page})" for q in answer.extract)
+            answer.timings["total_ms"] = (time.perf_counter() - started) * 1000
+            answer.done = True
+            yield answer
+            return
+        yield answer  # the sources, their evidence and the extractive answer, before the model starts
         yield from self.context.generate(
-            self.chat_model, answer, lambda generator: self._generate(generator, question, relevant, answer, started)
+            self.chat_model,
+            answer,
+            lambda generator: self._generate(generator, searched, relevant, history, answer, started),
         )
+        self._check(answer, question, relevant, evidence)
 
     def _generate(
-        self, generator: TextGenerator, question: str, relevant: list[StoredChunk], answer: Answer, started: float
+        self,
+        generator: TextGenerator,
+        question: str,
+        relevant: list[StoredChunk],
+        history: Sequence[Turn],
+        answer: Answer,
+        started: float,
     ) -> Iterator[Answer]:
-        params, budget = fit_params(self.context.params, generator.context_length)
+        params, budget = fit_params(self.context.params, generator.context_length, generator.parameters)
+        chunks = relevant
+        if is_small(generator.parameters):  # a small model reads the evidence and what surrounds it, not pages
+            chunks = [focused(c, [s.start for s in src.evidence]) for c, src in zip(relevant, answer.sources)]
         prompt = fit_prompt(
-            question, relevant, answer.language, generator.prompt_ids, generator.truncate_tokens, budget
+            question, chunks, answer.language, generator.prompt_ids, generator.truncate_tokens, budget, history
         )
         if prompt.chunks_dropped:
             answer.notes.append(f"{prompt.chunks_dropped} retrieved chunk(s) left out to fit the model's context")
         if prompt.question_trimmed:
             answer.notes.append("the question was longer than the model's context and was shortened")
-        answer.sources = [Source.of(c) for c in prompt.chunks]
-        answer.grounded = True
+        if prompt.turns_dropped:
+            answer.notes.append(f"{prompt.turns_dropped} earlier turn(s) of the conversation left out to fit")
+        answer.model = generator.name
         answer.timings["prompt_tokens"] = len(prompt.prompt_ids)
         yield from stream_text(generator, generator.stream(prompt.prompt_ids, params), answer, started)
+
+    def _check(self, answer: Answer, question: str, relevant: list[StoredChunk], evidence) -> None:
+        """Mark the answer's claims no source holds; add the sentences that hold the others to the evidence."""
+        if not answer.text:
+            return
+        answer.unsupported = unsupported(answer.text, [question, *(c.text for c in relevant)])
+        found = [c for c in claims(answer.text) if c not in answer.unsupported]
+        grown = support(evidence, relevant, found)
+        answer.sources = [replace(s, evidence=tuple(e)) for s, e in zip(answer.sources, grown, strict=True)]
+
+    def _complete(self, messages: list[dict[str, str]]) -> str:
+        """A short greedy completion by the chat model (for rewriting follow-ups)."""
+        params = SamplingParams(temperature=0.0, repetition_penalty=1.0, max_new_tokens=REWRITE_TOKENS)
+        with self.context.models.acquire(self.chat_model) as generator:
+            return "".join(generator.stream(generator.prompt_ids(messages), params))

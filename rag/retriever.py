@@ -9,6 +9,7 @@ from typing import Literal
 from langchain_core.embeddings import Embeddings
 
 from rag.fusion import fuse
+from rag.keyword_index import TermStats
 from rag.store import DENSE, KEYWORD, ChunkStore, StoredChunk
 from rag.tokenizer import is_chinese, tokenize
 
@@ -25,6 +26,8 @@ class Retrieval:
     search_ms: float  # both searches, fetching the chunks and fusing
     mode: str = HYBRID
     question_terms: tuple[str, ...] = ()  # the question's words as the keyword index knows them
+    stats: TermStats = TermStats(0, {}, {})  # those words' chunk counts and idf
+    vector: tuple[float, ...] = ()  # the question's embedding
 
 
 def one_per_page(chunks: list[StoredChunk]) -> list[StoredChunk]:
@@ -77,4 +80,7 @@ class Retriever:
             chunks = found if mode == KEYWORD else fuse(dense, found, chinese=is_chinese(question))
         chunks = one_per_page(chunks)[:k]
         done = time.perf_counter()
-        return Retrieval(chunks, (embedded - started) * 1000, (done - embedded) * 1000, mode, terms)
+        stats = self.store.keyword.term_stats(terms)
+        return Retrieval(
+            chunks, (embedded - started) * 1000, (done - embedded) * 1000, mode, terms, stats, tuple(vector)
+        )

@@ -14,10 +14,13 @@ def indexed(services, english_pdf, chinese_pdf):
 
 
 def test_streams_a_grounded_answer_with_sources(indexed):
-    updates = []
+    updates, first_sources = [], None
     for answer in indexed.qa.stream("When do the zebras cross the Mara River?"):
         updates.append((answer.text, answer.done, answer.status))
-    assert updates[0] == (None, False, "loading the chat model")  # the UI says a model is loading
+        first_sources = first_sources if first_sources is not None else list(answer.sources)
+    # the sources and their evidence come before the model loads; then the UI says a model is loading
+    assert updates[0] == (None, False, None) and first_sources and first_sources[0].evidence
+    assert updates[1] == (None, False, "loading the chat model")
     texts = [t for t, done, _ in updates if not done and t is not None]
     assert len(texts) >= 3  # token by token
     assert all(len(a) <= len(b) for a, b in zip(texts, texts[1:]))
