@@ -88,7 +88,7 @@ def main(argv=None) -> None:
     if settings.preload_llm:
         threading.Thread(target=preload, args=(services,), name="zhiku-preload", daemon=True).start()
     print(f"zhiku: data in {settings.data_dir.resolve()}; open http://{settings.host}:{settings.port}")
-    launch(ZhikuUI(services).build(), settings)
+    launch(ZhikuUI(services).build(), settings, services=services)
 
 
 if __name__ == "__main__":

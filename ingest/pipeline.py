@@ -204,6 +204,15 @@ class Ingestor:
     def file_of(self, path: str | None) -> Path | None:
         return document_file(path, self.uploads_dir)
 
+    def stored_file(self, name: str) -> Path | None:
+        """The copy zhiku keeps of the ingested document ``name`` (an upload), or None: a document ingested
+        in place from a folder, or one not (or no longer) ingested."""
+        record = self.registry.get(name)
+        if record is None or record.status != INGESTED:
+            return None
+        file = available_file(record.path, self.uploads_dir)
+        return file if file is not None and in_uploads(file, self.uploads_dir) else None
+
     # -- reading (background thread) ----------------------------------------------------------------------
 
     def _parse_all(

@@ -180,7 +180,9 @@ def stream_text(model, pieces: Iterator[str], answer: Answer, started: float) ->
         if not piece:
             continue
         if "first_text_ms" not in answer.timings:
-            answer.timings["first_text_ms"] = (time.perf_counter() - gen_started) * 1000
+            now = time.perf_counter()
+            answer.timings["first_text_ms"] = (now - gen_started) * 1000
+            answer.timings["question_to_text_ms"] = (now - started) * 1000  # what the user waits for
         answer.text += piece
         yield answer
     elapsed = time.perf_counter() - gen_started

@@ -32,6 +32,13 @@ def parser() -> argparse.ArgumentParser:
         help="hybrid (keyword + semantic, fused), keyword (BM25) or dense (semantic); default: setting "
         "ZHIKU_RETRIEVAL_MODE, hybrid",
     )
+    ask.add_argument(
+        "--answer-mode",
+        choices=("generate", "extract", "both"),
+        default=None,
+        help="extract = the evidence sentences only (no model), both = evidence then the model's answer; "
+        "default: setting ZHIKU_ANSWER_MODE (auto: both for models under 1B parameters)",
+    )
     ask.add_argument("--json", action="store_true", help="print a machine-readable result")
     ask.add_argument("--max-new-tokens", type=int, default=None, help="longest answer in tokens")
     ask.add_argument("--temperature", type=float, default=None, help="sampling temperature, 0 = greedy")
@@ -52,6 +59,20 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--k", type=int, default=None, help="chunks an answer is given (default: setting top_k, 5)")
     ev.add_argument("--mode", choices=(*MODES, "all"), default="all", help="retrieval mode(s) to measure (all)")
     ev.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    ev.add_argument(
+        "--answers",
+        action="store_true",
+        help="answer each question (generating, in the answer mode set): gold strings in the evidence, the "
+        "extract and the answer, unsupported numbers, time to first token",
+    )
+    ev.add_argument("--limit", type=int, default=None, help="with --answers: a spread of N questions")
+    ev.add_argument(
+        "--followups",
+        action="store_true",
+        help='the file holds follow-ups ("history", "standalone"): recall as asked, rewritten by rule, by the '
+        "chat model, and as the gold standalone question",
+    )
+    ev.add_argument("--no-model", action="store_true", help="with --followups: skip the chat model's rewrite")
     for command in (ask, ls, rm, st, ev):
         command.add_argument("--data-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
@@ -73,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides["max_new_tokens"] = args.max_new_tokens
         if args.temperature is not None:
             overrides["temperature"] = args.temperature
+        if args.answer_mode is not None:
+            overrides["answer_mode"] = args.answer_mode
     settings = Settings(**overrides)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -115,9 +138,19 @@ def _ask(services, args) -> int:
             updates = services.image_qa.stream(args.question, Path(args.image), args.with_documents, args.k)
         else:
             updates = services.qa.stream(args.question, k=args.k, generate=not args.retrieve_only, mode=args.mode)
-        answer, printed = None, 0
+        answer, printed, quoted = None, 0, False
         for answer in updates:
-            if not args.json and answer.text:
+            if args.json:
+                continue
+            if answer.extract and not quoted:  # the evidence, before the model's first word
+                quoted = True
+                print("From your documents / 来自你的文档:")
+                for q in answer.extract:
+                    print(f"  > {q.span.text} — [{q.source + 1}] {q.file} p. {q.page}")
+                print()
+            if answer.text and (answer.model or not answer.extract):
+                if not printed and answer.model:
+                    print(f"{answer.model} (generated / 模型生成):")
                 sys.stdout.write(answer.text[printed:])
                 sys.stdout.flush()
                 printed = len(answer.text)
@@ -134,10 +167,14 @@ def _ask(services, args) -> int:
         return EXIT_OK
     if args.retrieve_only:
         print("(retrieval only: no answer generated)")
+    if answer.unsupported:
+        print("not found in your documents / 文档中未找到: " + ", ".join(answer.unsupported))
+    if answer.standalone:
+        print(f"searched for / 检索: {answer.standalone}")
     if answer.sources:
         print("\nSources:")
         for i, source in enumerate(answer.sources, 1):
-            snippet = " ".join(source.text.split())[:100]
+            snippet = " ".join((source.evidence[0].text if source.evidence else source.text).split())[:100]
             found = "+".join(source.found_by) or "?"
             section = f", § {source.section}" if source.section else ""
             print(
@@ -152,19 +189,23 @@ def _ask(services, args) -> int:
 def _eval(services, args) -> int:
     from rag.evaluation import BadQuestionFile, format_summary, load_questions, run, summarise
 
-    try:
-        questions = load_questions(Path(args.questions))
-    except BadQuestionFile as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     if services.store.count() == 0:
         print(
             f"error: no documents in {services.settings.data_dir}; ingest them first (python -m ingest)",
             file=sys.stderr,
         )
         return EXIT_ERROR
-    modes = MODES if args.mode == "all" else (args.mode,)
     k = args.k or services.settings.top_k
+    try:
+        if args.followups:
+            return _eval_followups(services, args, k)
+        questions = load_questions(Path(args.questions))
+    except BadQuestionFile as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.answers:
+        return _eval_answers(services, args, questions, k)
+    modes = MODES if args.mode == "all" else (args.mode,)
     summary = summarise(run(services.qa.probe, questions, modes, k), k)
     missing = sorted({q.source for q in questions if q.source} - {r.name for r in services.registry.all()})
     if missing:
@@ -175,6 +216,24 @@ def _eval(services, args) -> int:
         print(format_summary(summary))
         if missing:
             print(f"\nwarning: these sources are not indexed, so their questions cannot be found: {', '.join(missing)}")
+    return EXIT_OK
+
+
+def _eval_answers(services, args, questions, k: int) -> int:
+    from rag.answer_eval import format_answers, run_answers, spread, summarise_answers
+
+    mode = services.qa.answer_mode()
+    model = "none (extract)" if mode == "extract" else (services.settings.llm_model or "SmolLM2-135M-Instruct")
+    summary = summarise_answers(run_answers(services.qa, spread(questions, args.limit), k), model, mode)
+    print(json.dumps(summary, ensure_ascii=False, indent=2) if args.json else format_answers(summary))
+    return EXIT_OK
+
+
+def _eval_followups(services, args, k: int) -> int:
+    from rag.followup_eval import format_followups, load_followups, run_followups
+
+    summary = run_followups(services.qa, load_followups(Path(args.questions)), k, not args.no_model)
+    print(json.dumps(summary, ensure_ascii=False, indent=2) if args.json else format_followups(summary))
     return EXIT_OK
 
 

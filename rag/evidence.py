@@ -27,10 +27,12 @@ from rag.sentences import split_sentences
 from rag.store import StoredChunk
 from rag.tokenizer import ZH_STOPWORDS, fold_characters, tokenize
 
-PER_SOURCE = 2  # evidence sentences shown per source
+PER_SOURCE = 3  # evidence sentences shown per source
 EXTRACT = 3  # sentences in the extractive answer
 KEY_WEIGHT = 2.0  # numbers and names in the question weigh this much more than other words
 SECTION_WEIGHT = 0.5
+SPECIFIC_BONUS = 0.1  # a sentence with a number or a name the question does not have is likely an answer
+MAX_SPAN = 400  # characters: a span takes its next sentence along when both fit
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 _NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
 # names: words with a capital after the first letter, with digits, or joined by _ - . / ("RTX", "set_xtics")
@@ -114,11 +116,29 @@ class EvidenceFinder:
                 if pairs:
                     lexical = max(lexical, len(pairs & _bigrams(text)) / len(pairs))
                 score = (1 - semantic) * lexical + semantic * max(0.0, similarity[n])
-                scored.append(Span(text, start, end, round(score, 4)))
+                if key_terms(text) - set(question_terms):  # a number or name the question lacks: an answer?
+                    score += SPECIFIC_BONUS
+                scored.append((round(score, 4), start, end))
                 n += 1
-            scored.sort(key=lambda s: -s.score)
-            found.append(scored[:PER_SOURCE])
+            found.append(self._pick(chunk.text, scored, units))
         return found
+
+    @staticmethod
+    def _pick(text: str, scored: list[tuple[float, int, int]], units: list[tuple[int, int]]) -> list[Span]:
+        """The best units that do not overlap, each with the sentence after it when that one is short enough
+        to read along (the answer is often the next sentence: "The dumb terminal ... The default is 79 by 24.")."""
+        ends = {start: end for start, end in units}
+        chosen: list[Span] = []
+        for score, start, end in sorted(scored, key=lambda s: -s[0]):
+            following = next((ends[s] for s in sorted(ends) if s >= end), None)
+            if following is not None and following - start <= MAX_SPAN:
+                end = following
+            if any(start < c.end and c.start < end for c in chosen):
+                continue
+            chosen.append(Span(text[start:end], start, end, score))
+            if len(chosen) == PER_SOURCE:
+                break
+        return chosen
 
     def _similarity(self, question: str, vector: Sequence[float] | None, texts: list[str]) -> np.ndarray:
         if not texts:

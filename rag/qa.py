@@ -106,6 +106,7 @@ class QAService:
             answer.done = True
             yield answer
             return
+        answer.timings["question_to_evidence_ms"] = (time.perf_counter() - started) * 1000
         yield answer  # the sources, their evidence and the extractive answer, before the model starts
         yield from self.context.generate(
             self.chat_model,
@@ -139,6 +140,7 @@ class QAService:
         answer.model = generator.name
         answer.timings["prompt_tokens"] = len(prompt.prompt_ids)
         yield from stream_text(generator, generator.stream(prompt.prompt_ids, params), answer, started)
+        answer.timings["reused_prompt_tokens"] = getattr(generator, "last_reused_tokens", 0)
 
     def _check(self, answer: Answer, question: str, relevant: list[StoredChunk], evidence) -> None:
         """Mark the answer's claims no source holds; add the sentences that hold the others to the evidence."""

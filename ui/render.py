@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 
 from ingest.pipeline import IngestReport
 from rag.answering import Answer, Source
@@ -39,20 +40,69 @@ def index_badges(found_by: Sequence[str]) -> str:
     return "".join(badges)
 
 
-def sources_html(sources: Sequence[Source]) -> str:
-    """One collapsible block per source: file, page and the index that found it in the summary, the text inside."""
+def highlighted(text: str, spans: Sequence) -> str:
+    """``text`` escaped, with the evidence ``spans`` (offsets into it) in ``<mark>``."""
+    out, position = [], 0
+    for span in sorted(spans, key=lambda s: s.start):
+        if span.start < position:  # overlapping spans: the earlier one is already marked
+            continue
+        out.append(html.escape(text[position : span.start]))
+        out.append(f'<mark class="zhiku-evidence">{html.escape(text[span.start : span.end])}</mark>')
+        position = span.end
+    out.append(html.escape(text[position:]))
+    return "".join(out)
+
+
+def sources_html(sources: Sequence[Source], link: Callable[[Source], str | None] = lambda s: None) -> str:
+    """One collapsible block per source: file, page, section and the index that found it in the summary; the
+    evidence sentences above the text, which shows them highlighted; a link that opens the PDF at the page."""
     if not sources:
         return ""
     items = []
     for i, source in enumerate(sources, 1):
         section = f' <span class="zhiku-section">§ {html.escape(source.section)}</span>' if source.section else ""
+        href = link(source)
+        opener = (
+            f' <a class="zhiku-open" href="{html.escape(href)}" target="_blank" rel="noopener">open / 打开</a>'
+            if href
+            else ""
+        )
+        quotes = "".join(f'<div class="zhiku-quote">“{html.escape(e.text)}”</div>' for e in source.evidence[:1])
         items.append(
             '<details class="zhiku-source">'
             f"<summary>[{i}] {html.escape(source.file)} — p. {source.page}{section} {index_badges(source.found_by)} "
             f'<span class="zhiku-score">(similarity {source.score:.2f}, BM25 {source.keyword_score:.1f})</span>'
-            f'</summary><div class="zhiku-chunk">{html.escape(source.text)}</div></details>'
+            f"{opener}{quotes}</summary>"
+            f'<div class="zhiku-chunk">{highlighted(source.text, source.evidence)}</div></details>'
         )
     return '<div class="zhiku-sources"><b>Sources / 来源</b>' + "".join(items) + "</div>"
+
+
+def marked(text: str, unsupported: Sequence[str]) -> str:
+    """The answer with each claim no source holds flagged where it occurs."""
+    for claim in sorted(unsupported, key=len, reverse=True):
+        text = re.sub(rf"(?<![\w⚠]){re.escape(claim)}(?![\w])", lambda m: f"{m.group()} ⚠️", text)
+    return text
+
+
+def answer_markdown(answer: Answer) -> str:
+    """The chat message: the evidence first ("From your documents"), then the model's answer under its name,
+    with unsupported claims flagged; while streaming, whatever has arrived."""
+    parts = []
+    if answer.standalone:
+        parts.append(f"_Searched for / 检索: {answer.standalone}_")
+    if answer.extract:
+        quotes = "\n".join(f"> {q.span.text} — [{q.source + 1}] {q.file} p. {q.page}" for q in answer.extract)
+        parts.append(f"**From your documents / 来自你的文档**\n{quotes}")
+    if answer.model and answer.text is not None:
+        parts.append(f"**{answer.model}** (generated / 模型生成)\n\n{marked(answer.text, answer.unsupported)}")
+    elif answer.text and not answer.extract:  # a refusal, or the answer of a model not yet named
+        parts.append(answer.text)
+    if answer.unsupported:
+        parts.append("⚠️ Not found in your documents / 文档中未找到: " + ", ".join(f"`{c}`" for c in answer.unsupported))
+    if not answer.done and not answer.text:
+        parts.append(f"⏳ {answer.status}… / 正在加载模型…" if answer.status else "…")
+    return "\n\n".join(parts)
 
 
 def citation_line(sources: Sequence[Source]) -> str:
@@ -63,7 +113,7 @@ def citation_line(sources: Sequence[Source]) -> str:
 
 
 def progress_text(answer: Answer) -> str:
-    """What to show while an answer streams: the text so far, or what is happening before it."""
+    """What to show while an image answer streams: the text so far, or what is happening before it."""
     if answer.text:
         return answer.text
     if answer.status:

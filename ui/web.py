@@ -9,14 +9,16 @@ from pathlib import Path
 import gradio as gr
 
 from ingest.pipeline import Progress, SourceFile
+from rag.followup import Turn
 from ui.image_tab import ImagePanel
+from ui.pdf_links import add_pdf_route, pdf_link
 from ui.render import (
     TABLE_HEADERS,
+    answer_markdown,
     answer_notes,
     citation_line,
     document_rows,
     ingest_summary,
-    progress_text,
     sources_html,
 )
 from ui.system import SystemPanel
@@ -31,6 +33,9 @@ CSS = """
 .zhiku-score { color: var(--body-text-color-subdued); font-size: 0.85em; }
 .zhiku-section { font-style: italic; }
 .zhiku-chunk { white-space: pre-wrap; font-size: 0.9em; margin-top: 4px; }
+.zhiku-evidence { background: #fde68a; color: inherit; padding: 0 1px; }
+.zhiku-quote { font-size: 0.9em; margin: 2px 0 0 1.2em; color: var(--body-text-color-subdued); }
+.zhiku-open { margin-left: 8px; font-size: 0.85em; }
 .zhiku-badge { font-size: 0.75em; border-radius: 4px; padding: 0 5px; margin-left: 4px; color: #fff; }
 .zhiku-badge-keyword { background: #b45309; }
 .zhiku-badge-dense { background: #1d4ed8; }
@@ -76,29 +81,39 @@ class ZhikuUI:
         message = f"Deleted **{name}**. / 已删除。" if removed else f"**{name}** is not in the index."
         return rows, names, message
 
-    def ask(self, question: str, history: list | None, k: float):
-        history = list(history or [])
+    def link(self, source) -> str | None:
+        """Where the source's PDF opens at its page, when zhiku keeps a copy of it."""
+        if self.services.ingestor.stored_file(source.file) is None:
+            return None
+        return pdf_link(source.file, source.page)
+
+    def ask(self, question: str, history: list | None, k: float, turns: list | None):
+        """Answer in the chat; ``turns`` (per browser session) holds the conversation that follow-ups lean on."""
+        history, turns = list(history or []), list(turns or [])
         question = (question or "").strip()
         if not question:
-            yield history, "", ""
+            yield history, "", "", turns
             return
         history.append({"role": "user", "content": question})
         history.append({"role": "assistant", "content": "…"})
-        yield history, "", ""
+        yield history, "", "", turns
+        conversation = [Turn(**t) for t in turns]
         try:
             answer = None
-            for answer in self.services.qa.stream(question, k=int(k)):
-                history[-1] = {"role": "assistant", "content": progress_text(answer)}
-                yield history, "", ""
+            for answer in self.services.qa.stream(question, k=int(k), history=conversation):
+                history[-1] = {"role": "assistant", "content": answer_markdown(answer)}
+                yield history, "", sources_html(answer.sources, self.link) if answer.sources else "", turns
         except Exception as exc:  # noqa: BLE001 - shown to the user, logged in full
             log.exception("answering failed")
             history[-1] = {"role": "assistant", "content": f"⚠️ Error / 出错: {type(exc).__name__}: {exc}"}
-            yield history, "", ""
+            yield history, "", "", turns
             return
         assert answer is not None
-        final = (answer.text or "") + citation_line(answer.sources) + answer_notes(answer)
+        final = answer_markdown(answer) + citation_line(answer.sources) + answer_notes(answer)
         history[-1] = {"role": "assistant", "content": final}
-        yield history, "", sources_html(answer.sources)
+        said = answer.text if answer.model else " ".join(q.span.text for q in answer.extract)
+        turns.append({"question": question, "answer": said or "", "standalone": answer.standalone or ""})
+        yield history, "", sources_html(answer.sources, self.link), turns
 
     # -- layout -----------------------------------------------------------------------------------------
 
@@ -117,6 +132,7 @@ class ZhikuUI:
                         )
                         send = gr.Button("Ask / 提问", variant="primary", scale=1, elem_id="ask")
                     sources = gr.HTML(elem_id="sources")
+                    turns = gr.State([])
                     with gr.Accordion("Options / 选项", open=False):
                         k = gr.Slider(1, 20, value=self.settings.top_k, step=1, label="Chunks to retrieve (k)")
                         clear = gr.Button("Clear chat / 清空")
@@ -144,11 +160,11 @@ class ZhikuUI:
                     system = SystemPanel(self.services)
                     system.build()
 
-            ask_inputs = [question, chatbot, k]
-            ask_outputs = [chatbot, question, sources]
+            ask_inputs = [question, chatbot, k, turns]
+            ask_outputs = [chatbot, question, sources, turns]
             send.click(self.ask, ask_inputs, ask_outputs, api_name="ask")
             question.submit(self.ask, ask_inputs, ask_outputs, api_name=False)
-            clear.click(lambda: ([], ""), None, [chatbot, sources], api_name=False)
+            clear.click(lambda: ([], "", []), None, [chatbot, sources, turns], api_name="clear")
             files.upload(self.upload, [files], [table, chosen, status, files], api_name="upload")
             delete.click(self.delete, [chosen], [table, chosen, status], api_name="delete")
             blocks.load(self.documents, None, [table, chosen], api_name="documents")
@@ -179,21 +195,27 @@ def check_bind(settings) -> None:
     )
 
 
-def launch(blocks: gr.Blocks, settings, *, block: bool = True):
-    """Serve on settings.host:port (127.0.0.1 by default) with a bounded queue; a login when configured."""
+def launch(blocks: gr.Blocks, settings, *, block: bool = True, services=None):
+    """Serve on settings.host:port (127.0.0.1 by default) with a bounded queue; a login when configured.
+    With ``services``, the kept PDFs are served too (``ui.pdf_links``)."""
     check_bind(settings)
     auth = (settings.auth_user, settings.auth_password) if settings.auth_user and settings.auth_password else None
     blocks.queue(default_concurrency_limit=settings.queue_concurrency, max_size=64)
-    return blocks.launch(
+    launched = blocks.launch(
         auth=auth,
         auth_message="zhiku 知库" if auth else None,
         server_name=settings.host,
         server_port=settings.port,
-        prevent_thread_lock=not block,
         share=False,
         show_error=True,
         max_file_size=int(settings.max_file_mb * 1_000_000),
         footer_links=["settings"],
         css=CSS,
         quiet=not block,
+        prevent_thread_lock=True,
     )
+    if services is not None:
+        add_pdf_route(blocks.app, services.ingestor.stored_file, settings.data_dir)
+    if block:
+        blocks.block_thread()
+    return launched

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from models.prefix_cache import PrefixCache, common_prefix
+from models.prefix_cache import common_prefix
 from models.streaming import RepetitionStop
 from rag.answering import cut_repeated_tail
 
@@ -56,7 +56,10 @@ def test_a_greedy_loop_is_stopped(settings):
 
     generator = Generator(llm_spec(settings))
     system = "你是一个严谨的助手。只根据提供的上下文回答；上下文中没有答案时，直接说不知道。回答使用中文。"
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": "Write the word zebra one thousand times."}]
+    messages = [
+        {"role": "system", "content": system},
+        {"role": "user", "content": "Write the word zebra one thousand times."},
+    ]
     ids = generator.prompt_ids(messages)
     text = "".join(generator.stream(ids, SamplingParams(temperature=0, repetition_penalty=1.1, max_new_tokens=200)))
     assert generator.last_repeating and generator.last_new_tokens < 100  # "100,000! That's a lot of words..." x2

@@ -21,7 +21,7 @@ def server(settings):
     settings = settings.model_copy(update={"port": free_port()})
     services = build_services(settings, keep_uploads=True)
     blocks = ZhikuUI(services).build()
-    launch(blocks, settings, block=False)
+    launch(blocks, settings, block=False, services=services)
     yield services, f"http://127.0.0.1:{settings.port}/"
     blocks.close()
     services.close()
@@ -66,6 +66,9 @@ def test_upload_ask_delete(server, client, english_pdf, chinese_pdf, pdf_dir):
     assert "animals.pdf p. 2" in str(reply)
     assert "<details" in sources and "animals.pdf" in sources and "Mara River" in sources
     assert "zhiku-badge-keyword" in sources and "zhiku-badge-dense" in sources  # found by both indexes
+    assert '<mark class="zhiku-evidence">' in sources  # the sentence that answers, highlighted
+    assert "From your documents / 来自你的文档" in str(reply) and "(generated / 模型生成)" in str(reply)
+    assert "/zhiku/pdf/animals.pdf#page=2" in sources  # the kept upload opens at the cited page
 
     table, _choices, status = client.predict("animals.pdf", api_name="/delete")
     assert "animals.pdf" not in {row[0] for row in rows(table)}
@@ -154,3 +157,91 @@ def test_sources_show_which_index_found_each():
     assert "semantic / 语义" in items[2] and "keyword /" not in items[2] and "similarity 0.70" in items[2]
     assert 'c.pdf — p. 5 <span class="zhiku-section">§ Axes › &lt;Minor&gt; tick marks</span>' in items[2]
     assert "zhiku-section" not in items[0]  # no outline, no heading
+
+
+def test_a_follow_up_is_answered_from_the_sources_of_its_rewritten_question(server, client, pdf_dir):
+    from gradio_client import handle_file
+
+    from tests.fixtures.pdfs import make_pdf
+
+    gpu = make_pdf(
+        pdf_dir / "显卡.pdf",
+        [
+            "目录",
+            "显卡参数。RTX 4090 的显存带宽是 1008 GB/s。RTX 4090 的显存容量是 24 GB，类型为 GDDR6X。",
+            "显卡散热。RTX 3060 使用双风扇散热，满载时温度约七十度。",
+        ],
+        chinese=True,
+    )
+    client.predict([handle_file(str(gpu))], api_name="/upload")
+    history, _, first = client.predict("RTX 4090 的显存带宽是多少？", [], 5, api_name="/ask")
+    assert "显卡.pdf — p. 2" in first
+    history, _, second = client.predict("它的显存容量呢？", history, 5, api_name="/ask")
+    reply = str(history[-1]["content"])
+    assert "Searched for / 检索: RTX 4090" in reply  # rewritten with the first question
+    summary = second.split("<details")[1]
+    assert "显卡.pdf — p. 2" in summary and "24 GB" in summary.split("zhiku-quote")[1].split("</div>")[0]
+    client.predict(api_name="/clear")  # a new conversation: the same words are no longer a follow-up of it
+    history, _, _ = client.predict("它的显存容量呢？", [], 5, api_name="/ask")
+    assert "Searched for" not in str(history[-1]["content"])
+
+
+def test_pdf_links_serve_only_kept_copies(server, client, english_pdf, pdf_dir):
+    import urllib.error
+    import urllib.request
+
+    from gradio_client import handle_file
+
+    services, url = server
+    client.predict([handle_file(str(english_pdf))], api_name="/upload")
+    pdf = urllib.request.urlopen(url + "zhiku/pdf/animals.pdf", timeout=30)
+    assert pdf.headers["Content-Type"] == "application/pdf" and pdf.read() == english_pdf.read_bytes()
+    in_place = make_in_place(services, pdf_dir)
+    outside = services.settings.data_dir.parent / "secret.pdf"
+    outside.write_bytes(b"%PDF-1.4 secret")
+    for name in (in_place, "../secret.pdf", "%2E%2E%2Fsecret.pdf", str(outside), "registry.sqlite3", "nope.pdf"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url + "zhiku/pdf/" + name, timeout=30)
+        assert refused.value.code == 404, name
+
+
+def make_in_place(services, pdf_dir) -> str:
+    """A document ingested from its folder (python -m ingest DIR): zhiku keeps no copy of it."""
+    from ingest.pipeline import SourceFile
+    from tests.fixtures.pdfs import make_pdf
+
+    folder_pdf = make_pdf(pdf_dir / "in-place.pdf", ["Kept where it is."])
+    services.ingestor.keep_copies = False
+    services.ingestor.ingest([SourceFile(folder_pdf, folder_pdf.name)])
+    assert services.registry.get("in-place.pdf").status == "ingested"
+    return "in-place.pdf"
+
+
+def test_pdf_links_need_the_login(settings, english_pdf):
+    import http.cookiejar
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from ingest.pipeline import SourceFile
+    from services import build_services
+    from ui.web import ZhikuUI, launch
+
+    settings = settings.model_copy(update={"port": free_port(), "auth_user": "ana", "auth_password": "pw-1234"})
+    services = build_services(settings, keep_uploads=True)
+    services.ingestor.ingest([SourceFile(english_pdf, english_pdf.name)])
+    blocks = ZhikuUI(services).build()
+    launch(blocks, settings, block=False, services=services)
+    url = f"http://127.0.0.1:{settings.port}/"
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url + "zhiku/pdf/animals.pdf", timeout=30)
+        assert refused.value.code == 401
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        form = urllib.parse.urlencode({"username": "ana", "password": "pw-1234"}).encode()
+        opener.open(url + "login", form, timeout=30)
+        assert opener.open(url + "zhiku/pdf/animals.pdf", timeout=30).read() == english_pdf.read_bytes()
+    finally:
+        blocks.close()
+        services.close()
