@@ -5,8 +5,8 @@ For every answerable question with ``answer_any`` (a gold string one of which a 
 - extract: ... in the extractive answer ("From your documents", the best three sentences);
 - answer: ... in the generated answer (compared without case and spaces);
 - unsupported numbers: the generated answer has a number that no source holds (marked in the UI);
-and the time from the question to the model's first words and to the whole answer. ``--limit N`` takes every n-th question, so a slow
-model can be measured on a spread of the set.
+and the time from the question to the model's first words and to the whole answer. ``--limit N`` takes
+every n-th question, so a slow model can be measured on a spread of the set.
 """
 
 from __future__ import annotations
