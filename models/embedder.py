@@ -9,6 +9,7 @@ import time
 from langchain_core.embeddings import Embeddings
 
 from models.packaged import minilm_dir
+from models.streaming import on_worker
 
 PACKAGED_NAME = "all-MiniLM-L6-v2"
 
@@ -49,11 +50,14 @@ class Embedder(Embeddings):
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
-        with self._lock:
-            vectors = self._model.encode(
-                list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
-            )
-        return vectors.tolist()
+
+        def encode():
+            with self._lock:
+                return self._model.encode(
+                    list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
+                )
+
+        return on_worker(encode).tolist()  # on the thread the chat model runs on: see on_worker
 
     def embed_query(self, text: str) -> list[float]:
         return self.embed_documents([text])[0]

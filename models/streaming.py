@@ -61,12 +61,12 @@ class StreamingGenerator:
         prompt_ids = inputs["input_ids"][0].tolist()
         loop = RepetitionStop(len(prompt_ids))
         kwargs["stopping_criteria"] = StoppingCriteriaList([loop])
-        if prefix is not None:
-            kwargs.update(past_key_values=prefix.take(prompt_ids), return_dict_in_generate=True)
         errors: list[BaseException] = []
 
-        def run() -> None:
+        def run() -> None:  # every torch op on the worker thread, the cache copy included: see on_worker
             try:
+                if prefix is not None:
+                    kwargs.update(past_key_values=prefix.take(prompt_ids), return_dict_in_generate=True)
                 with torch.inference_mode():
                     out = self.model.generate(**kwargs)
                 if prefix is not None:
@@ -149,10 +149,25 @@ class StreamsText:
         self.model = None
 
 
+def on_worker(fn, *args):
+    """``fn(*args)`` on the process's model thread, which all of zhiku's torch work shares.
+
+    On a CPU every thread that runs torch ops gets its own OpenMP team, and once two teams exist decoding runs
+    at half speed for the life of the process (22.8 -> 10.7 tokens/s for SmolLM2 on 2 cores after one
+    embedding on another thread; docs/benchmarks.md). So the embedder runs here too, between generations.
+    """
+    if threading.current_thread().name.startswith(WORKER_NAME):
+        return fn(*args)
+    return _worker().submit(fn, *args).result()
+
+
+WORKER_NAME = "zhiku-generate"
+
+
 @functools.cache
 def _worker() -> ThreadPoolExecutor:
     """The process's generation thread, started on first use and kept for the life of the process."""
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="zhiku-generate")
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix=WORKER_NAME)
 
 
 @functools.cache

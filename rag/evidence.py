@@ -33,6 +33,7 @@ KEY_WEIGHT = 2.0  # numbers and names in the question weigh this much more than 
 SECTION_WEIGHT = 0.5
 SPECIFIC_BONUS = 0.1  # a sentence with a number or a name the question does not have is likely an answer
 MAX_SPAN = 400  # characters: a span takes its next sentence along when both fit
+EMBEDDED = 24  # sentences embedded per question, the best by their words: ~0.15 s on 2 cores
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 _NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
 # names: words with a capital after the first letter, with digits, or joined by _ - . / ("RTX", "set_xtics")
@@ -99,15 +100,13 @@ class EvidenceFinder:
         weights = {t: stats.idf.get(t, 0.0) * (KEY_WEIGHT if t in keys else 1.0) for t in set(question_terms)}
         total = math.fsum(weights.values())
         pairs = _bigrams(question) if chinese else set()
-        candidates = [_units(chunk.text) for chunk in chunks]
-        texts = [chunk.text[s:e] for chunk, units in zip(chunks, candidates, strict=True) for s, e in units]
-        similarity = self._similarity(question, question_vector, texts)
         semantic = 0.2 if chinese else 0.5
-        found, n = [], 0
-        for chunk, units in zip(chunks, candidates, strict=True):
+        # Words first, for every sentence (cheap); then the embedder for the best EMBEDDED of them only.
+        units = [_units(chunk.text) for chunk in chunks]
+        rows = []  # (chunk index, start, end, score without similarity)
+        for i, chunk in enumerate(chunks):
             heading = set(tokenize(chunk.section)) if chunk.section else set()
-            scored = []
-            for start, end in units:
+            for start, end in units[i]:
                 text = chunk.text[start:end]
                 terms = set(tokenize(text))
                 held = math.fsum(w for t, w in weights.items() if t in terms)
@@ -115,13 +114,18 @@ class EvidenceFinder:
                 lexical = held / total if total > 0 else 0.0
                 if pairs:
                     lexical = max(lexical, len(pairs & _bigrams(text)) / len(pairs))
-                score = (1 - semantic) * lexical + semantic * max(0.0, similarity[n])
+                score = (1 - semantic) * lexical
                 if key_terms(text) - set(question_terms):  # a number or name the question lacks: an answer?
                     score += SPECIFIC_BONUS
-                scored.append((round(score, 4), start, end))
-                n += 1
-            found.append(self._pick(chunk.text, scored, units))
-        return found
+                rows.append((i, start, end, score))
+        best = sorted(range(len(rows)), key=lambda r: -rows[r][3])[:EMBEDDED]
+        texts = [chunks[rows[r][0]].text[rows[r][1] : rows[r][2]] for r in best]
+        similarity = dict(zip(best, self._similarity(question, question_vector, texts), strict=True))
+        scored: list[list[tuple[float, int, int]]] = [[] for _ in chunks]
+        for r, (i, start, end, score) in enumerate(rows):
+            score += semantic * max(0.0, float(similarity.get(r, 0.0)))
+            scored[i].append((round(score, 4), start, end))
+        return [self._pick(chunk.text, scored[i], units[i]) for i, chunk in enumerate(chunks)]
 
     @staticmethod
     def _pick(text: str, scored: list[tuple[float, int, int]], units: list[tuple[int, int]]) -> list[Span]:

@@ -134,7 +134,26 @@ def test_drop_ask_read_source_delete_in_a_real_browser(zhiku_browser, screenshot
     expect(source).to_have_attribute("open", "")
     expect(chunk).to_be_visible()
     expect(chunk).to_contain_text("Mara River")
+    evidence = chunk.locator("mark.zhiku-evidence").first  # the sentence that answers, highlighted
+    expect(evidence).to_be_visible()
+    expect(evidence).to_contain_text("Every July")
+    expect(answer).to_contain_text("From your documents / 来自你的文档")
+    expect(answer).to_contain_text("(generated / 模型生成)")
+    link = source.locator("a.zhiku-open")  # opens the kept copy of the PDF at the cited page
+    href = link.get_attribute("href")
+    assert href == "/zhiku/pdf/zebras.pdf#page=2", href
+    served = page.request.get(page.url.rstrip("/") + href.split("#")[0])
+    assert served.status == 200 and served.headers["content-type"] == "application/pdf"
     page.screenshot(path=screenshot_dir / "chat.png", full_page=True)
+
+    # -- A follow-up leans on the first question: searched with it, answered from the same page -------------
+    page.locator("#question textarea").fill("and where do they come from?")
+    page.locator("#ask").click()
+    second = page.locator('#chatbot [data-testid="bot"]').nth(1)
+    expect(second).to_contain_text("Sources / 来源: zebras.pdf p. 2", timeout=ANSWER_TIMEOUT_MS)
+    expect(second).to_contain_text("Searched for / 检索:")
+    expect(page.locator("#sources summary").first).to_contain_text("zebras.pdf — p. 2")
+    expect(page.locator("#sources .zhiku-quote").first).to_contain_text("Serengeti")
 
     # -- Documents: delete one, it leaves the table and the dropdown ------------------------------------
     open_tab(page, "Documents / 文档")
