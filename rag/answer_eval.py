@@ -115,8 +115,8 @@ def format_answers(summary: dict) -> str:
     for lang, f in summary["languages"].items():
         first = f"{f['first_token_ms_p50']}/{f['first_token_ms_p95']}" if f["first_token_ms_p50"] is not None else "—"
         rows.append(
-            [lang, f["questions"], f["evidence_has_gold"], f["extract_has_gold"], f["answer_has_gold"] or "—"]
-            + [f["unsupported_numbers"] if f["unsupported_numbers"] is not None else "—", f["refused"], first]
+            [lang, f["questions"], f["evidence_has_gold"], f["extract_has_gold"], _or_dash(f["answer_has_gold"])]
+            + [_or_dash(f["unsupported_numbers"]), f["refused"], first]
             + [f"{f['total_ms_p50']}/{f['total_ms_p95']}"]
         )
     title = f"Answers — {summary['model']} (answer mode {summary['answer_mode']})"
@@ -125,3 +125,7 @@ def format_answers(summary: dict) -> str:
         lines.append(f"\nEvidence without a gold string ({len(summary['misses'])}):")
         lines += [f"  - {m['question']}  (gold: {' | '.join(m['gold'])})" for m in summary["misses"]]
     return "\n".join(lines)
+
+
+def _or_dash(value):
+    return "—" if value is None else value

@@ -188,7 +188,13 @@ def _ask(services, args) -> int:
 
 def _eval(services, args) -> int:
     from rag.evaluation import BadQuestionFile, format_summary, load_questions, run, summarise
+    from rag.followup_eval import load_followups
 
+    try:
+        questions = (load_followups if args.followups else load_questions)(Path(args.questions))
+    except BadQuestionFile as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if services.store.count() == 0:
         print(
             f"error: no documents in {services.settings.data_dir}; ingest them first (python -m ingest)",
@@ -196,13 +202,8 @@ def _eval(services, args) -> int:
         )
         return EXIT_ERROR
     k = args.k or services.settings.top_k
-    try:
-        if args.followups:
-            return _eval_followups(services, args, k)
-        questions = load_questions(Path(args.questions))
-    except BadQuestionFile as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    if args.followups:
+        return _eval_followups(services, args, questions, k)
     if args.answers:
         return _eval_answers(services, args, questions, k)
     modes = MODES if args.mode == "all" else (args.mode,)
@@ -229,10 +230,10 @@ def _eval_answers(services, args, questions, k: int) -> int:
     return EXIT_OK
 
 
-def _eval_followups(services, args, k: int) -> int:
-    from rag.followup_eval import format_followups, load_followups, run_followups
+def _eval_followups(services, args, cases, k: int) -> int:
+    from rag.followup_eval import format_followups, run_followups
 
-    summary = run_followups(services.qa, load_followups(Path(args.questions)), k, not args.no_model)
+    summary = run_followups(services.qa, cases, k, not args.no_model)
     print(json.dumps(summary, ensure_ascii=False, indent=2) if args.json else format_followups(summary))
     return EXIT_OK
 

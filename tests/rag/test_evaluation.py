@@ -96,3 +96,43 @@ def test_a_chunk_answers_when_source_page_and_string_all_match():
     assert not EvalQuestion("q", "zh", "显卡.pdf", (2,), ()).answered_by(chunk)
     assert not EvalQuestion("q", "zh", "other.pdf", (1,), ()).answered_by(chunk)
     assert not EvalQuestion("q", "zh", "显卡.pdf", (), ("763",)).answered_by(chunk)
+
+
+def test_answer_eval_counts_gold_strings_in_the_evidence(eval_set, capsys, monkeypatch):
+    monkeypatch.setenv("ZHIKU_ANSWER_MODE", "extract")  # evidence and extract only: no model is loaded
+    code, out = run_eval(capsys, str(eval_set), "--answers", "--json")
+    assert code == 0
+    figures = json.loads(out)
+    assert figures["answer_mode"] == "extract"
+    zh, en = figures["languages"]["zh"], figures["languages"]["en"]
+    assert zh["questions"] == 2 and zh["evidence_has_gold"] == 1.0 and zh["answers"] == 0  # 16384, 763 亿
+    assert en["questions"] == 1 and en["evidence_has_gold"] == 0.0  # "penguins" is in no document
+    assert [m["gold"] for m in figures["misses"]] == [["penguins"]]
+
+
+def test_followup_eval_compares_the_ways_of_searching(services, pdf_dir, tmp_path, capsys):
+    gpu = make_pdf(pdf_dir / "显卡.pdf", ["目录", GPU[0] + "RTX 4090 的功耗为 450 瓦。", GPU[1]], chinese=True)
+    assert services.ingestor.ingest([SourceFile(gpu, gpu.name)]).ok
+    services.close()
+    line = {
+        "lang": "zh",
+        "history": [
+            {"role": "user", "content": "RTX 4090 有多少个 CUDA 核心？"},
+            {"role": "assistant", "content": "16384"},
+        ],
+        "question": "它的功耗呢？",
+        "standalone": "RTX 4090 的功耗是多少？",
+        "source": "显卡.pdf",
+        "pages": [2],
+        "answer_any": ["450 瓦"],
+    }
+    path = tmp_path / "followups.jsonl"
+    path.write_text(json.dumps(line, ensure_ascii=False) + "\n", encoding="utf-8")
+    code, out = run_eval(capsys, str(path), "--followups", "--no-model", "--json")
+    assert code == 0
+    figures = json.loads(out)
+    assert figures["recall"]["rules"]["zh"] == 1.0 and figures["recall"]["gold standalone"]["zh"] == 1.0
+    assert figures["rewrites"][0]["rules"].endswith("它的功耗呢？") and "RTX 4090" in figures["rewrites"][0]["rules"]
+    path.write_text('{"question": "x", "lang": "zh"}\n', encoding="utf-8")
+    assert main(["eval", str(path), "--followups"]) == 2
+    assert "followups.jsonl, line 1" in capsys.readouterr().err
