@@ -152,9 +152,9 @@ class StreamsText:
 def on_worker(fn, *args):
     """``fn(*args)`` on the process's model thread, which all of zhiku's torch work shares.
 
-    On a CPU every thread that runs torch ops gets its own OpenMP team, and once two teams exist decoding runs
-    at half speed for the life of the process (22.8 -> 10.7 tokens/s for SmolLM2 on 2 cores after one
-    embedding on another thread; docs/benchmarks.md). So the embedder runs here too, between generations.
+    On a CPU, once torch has run on a second thread, decoding runs at half speed for the rest of the process
+    (SmolLM2 on 2 cores: 22.8 -> 10.7 tokens/s after one embedding on the request thread; docs/benchmarks.md,
+    section 5; each thread likely gets its own OpenMP pool). So the embedder runs here too, between generations.
     """
     if threading.current_thread().name.startswith(WORKER_NAME):
         return fn(*args)

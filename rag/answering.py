@@ -77,8 +77,8 @@ class Answer:
 
 
 SMALL_MODEL = 1_000_000_000  # parameters: a model below this gets a short prompt, a short answer, greedy decoding
-SMALL_PROMPT_TOKENS = 768  # ~1.4 s of prefill for SmolLM2-135M on 2 cores (docs/benchmarks.md)
-SMALL_ANSWER_TOKENS = 160  # ~6 s of decoding at ~27 tokens/s
+SMALL_PROMPT_TOKENS = 768  # ~0.7 s of prefill for SmolLM2-135M on 2 cores (docs/benchmarks.md, section 5)
+SMALL_ANSWER_TOKENS = 160  # ~7 s of decoding at ~22 tokens/s
 
 
 def is_small(parameters: int | None) -> bool:

@@ -114,6 +114,7 @@ class QAService:
             lambda generator: self._generate(generator, searched, relevant, history, answer, started),
         )
         self._check(answer, question, relevant, evidence)
+        yield answer  # the same answer, with its unsupported claims and the evidence that backs the rest
 
     def _generate(
         self,

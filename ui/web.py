@@ -99,10 +99,12 @@ class ZhikuUI:
         yield history, "", "", turns
         conversation = [Turn(**t) for t in turns]
         try:
-            answer = None
+            answer, shown, panel = None, None, ""
             for answer in self.services.qa.stream(question, k=int(k), history=conversation):
                 history[-1] = {"role": "assistant", "content": answer_markdown(answer)}
-                yield history, "", sources_html(answer.sources, self.link) if answer.sources else "", turns
+                if answer.sources is not shown:  # rendered when they change, not at every token
+                    shown, panel = answer.sources, sources_html(answer.sources, self.link)
+                yield history, "", panel, turns
         except Exception as exc:  # noqa: BLE001 - shown to the user, logged in full
             log.exception("answering failed")
             history[-1] = {"role": "assistant", "content": f"⚠️ Error / 出错: {type(exc).__name__}: {exc}"}

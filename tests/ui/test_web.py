@@ -245,3 +245,23 @@ def test_pdf_links_need_the_login(settings, english_pdf):
     finally:
         blocks.close()
         services.close()
+
+
+def test_the_answer_shows_evidence_first_and_flags_what_no_source_holds():
+    from rag.answering import Answer, Source
+    from rag.evidence import Quote, Span
+    from ui.render import answer_markdown, sources_html
+
+    text = "EUV light <is> 13.5 nm. It prints transistors."
+    span = Span("EUV light <is> 13.5 nm.", 0, 23, 0.9)
+    source = Source("chips.pdf", 4, 0.7, text, ("dense",), 0.0, "", (span,))
+    answer = Answer("What wavelength?", "en", text="It uses 193 nm, or 13.5 nm.", sources=[source], done=True)
+    answer.model, answer.unsupported = "SmolLM2", ["193"]
+    answer.extract = [Quote(span, 0, "chips.pdf", 4)]
+    shown = answer_markdown(answer)
+    assert shown.index("From your documents") < shown.index("> EUV light <is> 13.5 nm. — [1] chips.pdf p. 4")
+    assert shown.index("[1] chips.pdf p. 4") < shown.index("**SmolLM2** (generated / 模型生成)")
+    assert "It uses 193 ⚠️ nm, or 13.5 nm." in shown and "文档中未找到: `193`" in shown
+    html = sources_html([source], lambda s: f"/zhiku/pdf/{s.file}#page={s.page}")
+    assert '<mark class="zhiku-evidence">EUV light &lt;is&gt; 13.5 nm.</mark> It prints transistors.' in html
+    assert 'href="/zhiku/pdf/chips.pdf#page=4"' in html
