@@ -60,13 +60,23 @@ def test_ask_json_and_retrieve_only(english_pdf, chinese_pdf, capsys):
     assert out["answer"] is None
     assert len(out["sources"]) == 2
     assert out["sources"][0]["file"] == "中国文化.pdf" and out["sources"][0]["page"] == 2
-    assert set(out["sources"][0]) == {"file", "page", "score", "text", "found_by", "keyword_score", "section"}
+    keys = {"file", "page", "score", "text", "found_by", "keyword_score", "section", "evidence"}
+    assert set(out["sources"][0]) == keys
+    best = out["sources"][0]["evidence"][0]
+    assert out["sources"][0]["text"][best["start"] : best["end"]] == best["text"] and "公里" in best["text"]
     assert "keyword" in out["sources"][0]["found_by"] and out["retrieval_mode"] == "hybrid"
     assert "embed_ms" in out["timings"]
     for mode, index in [("keyword", "keyword"), ("dense", "dense")]:
         assert rag_main(["ask", "长城全长多少公里？", "--retrieve-only", "--json", "--mode", mode]) == 0
         out = json.loads(capsys.readouterr().out)
         assert out["retrieval_mode"] == mode and {tuple(s["found_by"]) for s in out["sources"]} == {(index,)}
+    assert rag_main(["ask", "长城全长多少公里？", "--answer-mode", "extract", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["answer_mode"] == "extract" and out["model"] is None and "两万一千多公里" in out["answer"]
+    assert out["extract"][0]["file"] == "中国文化.pdf" and out["extract"][0]["page"] == 2
+    assert rag_main(["ask", "长城全长多少公里？", "--answer-mode", "extract"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("From your documents / 来自你的文档:\n  > ") and "中国文化.pdf p. 2" in text
     assert rag_main(["ask", "question", "--mode", "fuzzy"]) == 2
     assert rag_main(["ask", "question", "--k", "0"]) == 2
     assert rag_main(["ask"]) == 2
