@@ -9,6 +9,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from models.streaming import on_worker
+
 log = logging.getLogger(__name__)
 _converting = threading.Lock()  # one conversion at a time in this process (preload and status may race)
 
@@ -28,7 +30,8 @@ def converted_dir(gguf_path: Path, cache_dir: Path) -> Path:
         if not (target / "config.json").is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
             log.info("converting %s to a transformers checkpoint under %s (one time)", gguf_path.name, target)
-            _convert(gguf_path, target)
+            # on the model thread: dequantizing here on another thread halved decoding for this whole process
+            on_worker(_convert, gguf_path, target)
     return target
 
 
