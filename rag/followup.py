@@ -2,8 +2,8 @@
 
 A follow-up leans on the conversation: a pronoun ("it", "那个", "其"), an ellipsis ("and on Windows?",
 "删除呢？") or a bare fragment. Such a question is rewritten into a standalone one before retrieval:
-- by rule: the previous question's content words are put in front of it ("RTX 4090 显存带宽：它的显存是多少？"),
-  which is what keyword and semantic search need, and costs nothing;
+- by rule: the previous question's content words, less those the follow-up has, are put in front of it
+  ("RTX 4090 带宽：它的显存是多少？"), which is what keyword and semantic search need, and costs nothing;
 - by the chat model, where it is capable (``ZHIKU_FOLLOWUP_REWRITE``): asked for one standalone question;
   an empty, overlong or multi-line reply falls back to the rule.
 A question that does not lean on the conversation is searched as it is.
