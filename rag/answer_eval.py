@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rag.evaluation import EvalQuestion, _percentile, _squash, _table
-from rag.grounding import _NUMBER
+from rag.grounding import is_number
 
 
 @dataclass
@@ -66,7 +66,7 @@ def run_answers(qa, questions: Sequence[EvalQuestion], k: int) -> list[AnswerOut
                 holds(q, evidence),
                 holds(q, " ".join(quote.span.text for quote in answer.extract)),
                 None if generated is None else holds(q, generated),
-                any(_NUMBER.fullmatch(c) for c in answer.unsupported),
+                any(is_number(c) for c in answer.unsupported),
                 not answer.sources,
                 answer.timings.get("question_to_text_ms"),
                 total,

@@ -20,8 +20,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from rag.store import StoredChunk
+
+T = TypeVar("T")
 
 DEPTH = 10  # chunks looked at for recall@10 and MRR
 
@@ -56,23 +59,28 @@ def _squash(text: str) -> str:
 
 
 def load_questions(path: Path) -> list[EvalQuestion]:
+    return read_lines(path, _question)
+
+
+def read_lines(path: Path, parse: Callable[[Any], T]) -> list[T]:
+    """``parse`` of each JSON line of ``path``; BadQuestionFile names the file, the line and the reason."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise BadQuestionFile(f"{path}: cannot read it ({exc.strerror or exc})") from exc
     except UnicodeDecodeError as exc:
         raise BadQuestionFile(f"{path}: not UTF-8 text ({exc.reason})") from exc
-    questions = []
+    items = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            questions.append(_question(json.loads(line)))
-        except (ValueError, TypeError) as exc:
+            items.append(parse(json.loads(line)))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise BadQuestionFile(f"{path}, line {number}: {exc}") from exc
-    if not questions:
+    if not items:
         raise BadQuestionFile(f"{path}: no questions in it")
-    return questions
+    return items
 
 
 def _question(row) -> EvalQuestion:

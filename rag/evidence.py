@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
+from rag.grounding import specifics
 from rag.keyword_index import TermStats
 from rag.sentences import split_sentences
 from rag.store import StoredChunk
@@ -35,9 +36,6 @@ SPECIFIC_BONUS = 0.1  # a sentence with a number or a name the question does not
 MAX_SPAN = 400  # characters: a span takes its next sentence along when both fit
 EMBEDDED = 24  # sentences embedded per question, the best by their words: ~0.15 s on 2 cores
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
-_NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
-# names: words with a capital after the first letter, with digits, or joined by _ - . / ("RTX", "set_xtics")
-_NAME = re.compile(r"\b(?:[A-Za-z]+[A-Z0-9_./+\-][\w./+\-]*|[A-Z]{2,})\b")
 _LEADS_ON = re.compile(r"[:：]$|^(?:for example|e\.g\.|例如|比如)", re.IGNORECASE)
 _SHORT = 25  # a sentence this short (a heading, a label) takes the next one with it
 
@@ -70,8 +68,7 @@ class Quote:
 
 def key_terms(text: str) -> set[str]:
     """The index terms of the numbers and names in ``text``."""
-    found = _NUMBER.findall(text) + _NAME.findall(text)
-    return {t for word in found for t in tokenize(word)}
+    return {t for word in specifics(text) for t in tokenize(word)}
 
 
 def _bigrams(text: str) -> set[str]:

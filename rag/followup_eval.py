@@ -8,45 +8,32 @@ question; recall@k counts a chunk of a gold page holding a gold string among the
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from rag.evaluation import BadQuestionFile, EvalQuestion, _question, _table
+from rag.evaluation import EvalQuestion, _question, _table, read_lines
 from rag.followup import Turn, model_rewrite, rule_rewrite
 
 WAYS = ("as asked", "rules", "model", "gold standalone")
 
 
 def load_followups(path: Path) -> list[tuple[EvalQuestion, list[Turn], str]]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadQuestionFile(f"{path}: cannot read it ({exc})") from exc
-    cases = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            history, standalone = row.get("history"), row.get("standalone")
-            if not isinstance(history, list) or not history or not isinstance(standalone, str):
-                raise ValueError('a follow-up needs "history" (messages) and "standalone"')
-            turns, asked = [], None
-            for message in history:
-                if message.get("role") == "user":
-                    asked = message["content"]
-                    turns.append(Turn(asked))
-                elif message.get("role") == "assistant" and turns:
-                    turns[-1] = Turn(turns[-1].question, message["content"])
-            question = _question(row)
-            if not question.answerable:
-                raise ValueError('a follow-up needs "source" and "pages"')
-            cases.append((question, turns, standalone))
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise BadQuestionFile(f"{path}, line {number}: {exc}") from exc
-    if not cases:
-        raise BadQuestionFile(f"{path}: no follow-ups in it")
-    return cases
+    return read_lines(path, _followup)
+
+
+def _followup(row) -> tuple[EvalQuestion, list[Turn], str]:
+    history, standalone = row.get("history"), row.get("standalone")
+    if not isinstance(history, list) or not history or not isinstance(standalone, str):
+        raise ValueError('a follow-up needs "history" (messages) and "standalone"')
+    turns: list[Turn] = []
+    for message in history:
+        if message.get("role") == "user":
+            turns.append(Turn(message["content"]))
+        elif message.get("role") == "assistant" and turns:
+            turns[-1] = Turn(turns[-1].question, message["content"])
+    question = _question(row)
+    if not question.answerable:
+        raise ValueError('a follow-up needs "source" and "pages"')
+    return question, turns, standalone
 
 
 def run_followups(qa, cases, k: int, with_model: bool) -> dict:

@@ -9,7 +9,7 @@ Citations ("p. 12", "gnuplot.pdf", "[2]") and list markers are not claims. Numbe
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from rag.tokenizer import fold_characters
 
@@ -21,6 +21,15 @@ _LIST_MARKER = re.compile(r"^\s*(?:\d+[.)、]|[-*•])\s+", re.MULTILINE)
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,:]\d+)*(?![\w])")
 _NAME = re.compile(r"(?<![\w])(?:[A-Za-z]+[A-Z0-9_+][\w+\-]*|[a-z]+[_./\-][\w./+\-]*[A-Za-z0-9]|[A-Z]{2,})(?![\w])")
 _QUOTED = re.compile(r"\"([^\"\n]{2,60})\"|“([^”\n]{2,60})”|「([^」\n]{2,60})」|`([^`\n]{2,60})`")
+
+
+def specifics(text: str) -> list[str]:
+    """The numbers and names in ``text`` (what ``rag.evidence`` weighs most in a question and a sentence)."""
+    return [m.group() for pattern in (_NUMBER, _NAME) for m in pattern.finditer(text)]
+
+
+def is_number(claim: str) -> bool:
+    return _NUMBER.fullmatch(claim) is not None
 
 
 def claims(answer: str) -> list[str]:
@@ -51,14 +60,15 @@ def _squash(text: str) -> str:
     return re.sub(r"\s+", "", text)
 
 
-def unsupported(answer: str, texts: Iterable[str]) -> list[str]:
-    """The claims of ``answer`` that occur in none of ``texts`` (the sources and the question)."""
+def unsupported(answer: str, texts: Iterable[str], said: Sequence[str] | None = None) -> list[str]:
+    """The claims of ``answer`` (``said``, when the caller has them already) that occur in none of ``texts``
+    (the sources and the question)."""
     plain = _plain("\n".join(texts))
     squashed = _squash(plain)
     missing = []
-    for claim in claims(answer):
+    for claim in claims(answer) if said is None else said:
         value = _plain(claim)
-        if _NUMBER.fullmatch(value):
+        if is_number(value):
             if not re.search(rf"(?<![\d.]){re.escape(value)}(?![\d]|\.\d)", plain):
                 missing.append(claim)
         elif _squash(value) not in squashed:

@@ -37,16 +37,9 @@ class QAService:
         self.answer_mode = answer_mode  # a callable: "auto" looks at the chat model's size, once
         self.rewrite = rewrite
 
-    def ask(
-        self,
-        question: str,
-        k: int | None = None,
-        generate: bool = True,
-        mode: Mode | None = None,
-        history: Sequence[Turn] = (),
-    ) -> Answer:
-        """The finished answer (the last update of ``stream``)."""
-        *_, answer = self.stream(question, k, generate, mode, history)
+    def ask(self, question: str, **options) -> Answer:
+        """The finished answer (the last update of ``stream``, which takes the same options)."""
+        *_, answer = self.stream(question, **options)
         return answer
 
     def probe(self, question: str, k: int, mode: Mode) -> tuple[list[StoredChunk], bool]:
@@ -147,9 +140,9 @@ class QAService:
         """Mark the answer's claims no source holds; add the sentences that hold the others to the evidence."""
         if not answer.text:
             return
-        answer.unsupported = unsupported(answer.text, [question, *(c.text for c in relevant)])
-        found = [c for c in claims(answer.text) if c not in answer.unsupported]
-        grown = support(evidence, relevant, found)
+        said = claims(answer.text)
+        answer.unsupported = unsupported(answer.text, [question, *(c.text for c in relevant)], said)
+        grown = support(evidence, relevant, [c for c in said if c not in answer.unsupported])
         answer.sources = [replace(s, evidence=tuple(e)) for s, e in zip(answer.sources, grown, strict=True)]
 
     def _complete(self, messages: list[dict[str, str]]) -> str:

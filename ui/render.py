@@ -92,7 +92,9 @@ def answer_markdown(answer: Answer) -> str:
     if answer.standalone:
         parts.append(f"_Searched for / 检索: {answer.standalone}_")
     if answer.extract:
-        quotes = "\n".join(f"> {q.span.text} — [{q.source + 1}] {q.file} p. {q.page}" for q in answer.extract)
+        quotes = "\n".join(  # one line each: a PDF's line breaks would split the quote
+            f"> {' '.join(q.span.text.split())} — [{q.source + 1}] {q.file} p. {q.page}" for q in answer.extract
+        )
         parts.append(f"**From your documents / 来自你的文档**\n{quotes}")
     if answer.model and answer.text is not None:
         parts.append(f"**{answer.model}** (generated / 模型生成)\n\n{marked(answer.text, answer.unsupported)}")
