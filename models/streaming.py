@@ -8,13 +8,16 @@ models in and out: every generation in the process runs on one worker thread (on
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from models.prefix_cache import PrefixCache
+
+log = logging.getLogger(__name__)
 
 REPEAT_TOKENS = 16  # a run of this many tokens generated a second time is a loop, not an answer
 
@@ -115,14 +118,36 @@ class RepetitionStop:
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
-        new = input_ids[0, self.prompt_length :]
+        done = self.check(input_ids[0, self.prompt_length :].tolist())
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+    def check(self, new: list[int]) -> bool:
+        """Whether the generated ids ``new`` (checked after each new token) end in a run seen before."""
         done = False
         if len(new) >= self.n:
-            run = tuple(new[-self.n :].tolist())
+            run = tuple(new[-self.n :])
             done = run in self.seen
             self.seen.add(run)
         self.stopped = self.stopped or done
-        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+        return done
+
+
+def decoder_for(model, tokenizer, decode: str, context_tokens: int | None, nf4_kernel: str = "bitsandbytes"):
+    """The streaming decoder of a loaded model: zhiku's captured decode step where it applies (``decode`` auto
+    on CUDA, a Llama-family language model, Triton present), else transformers' ``generate``."""
+    eager = StreamingGenerator(model, tokenizer)
+    if decode == "eager" or model.device.type != "cuda":
+        return eager
+    from models.captured_decoder import CapturedDecoder, why_not_captured
+    from models.decode_step import TritonOps
+
+    reason = why_not_captured(model)
+    if reason:
+        log.info("decoding with transformers' generate: %s", reason)
+        return eager
+    max_len = context_tokens or getattr(model.get_decoder().config, "max_position_embeddings", 4096)
+    ops = TritonOps(nf4_kernel)
+    return on_worker(CapturedDecoder, model, tokenizer, max_len, ops)  # the model thread captures: no other CUDA work
 
 
 class StreamsText:
@@ -130,6 +155,16 @@ class StreamsText:
 
     _streaming: StreamingGenerator
     model: object
+
+    @property
+    def decode_path(self) -> str:
+        """``captured`` (zhiku's decode step in CUDA graphs) or ``eager`` (transformers' generate)."""
+        return "eager" if isinstance(self._streaming, StreamingGenerator) else "captured"
+
+    @property
+    def reserved_bytes(self) -> int:
+        """Memory the decoder holds beside the weights from load on (static KV cache, graph pool)."""
+        return getattr(self._streaming, "reserved_bytes", 0)
 
     @property
     def last_first_token_s(self) -> float | None:
@@ -159,6 +194,18 @@ def on_worker(fn, *args):
     if threading.current_thread().name.startswith(WORKER_NAME):
         return fn(*args)
     return _worker().submit(fn, *args).result()
+
+
+def run_on_worker(fn) -> Future:
+    """Start ``fn()`` on the model thread; from that thread itself, run it now (a finished future)."""
+    if threading.current_thread().name.startswith(WORKER_NAME):
+        done: Future = Future()
+        try:
+            done.set_result(fn())
+        except BaseException as exc:  # handed to whoever reads the future
+            done.set_exception(exc)
+        return done
+    return _worker().submit(fn)
 
 
 WORKER_NAME = "zhiku-generate"

@@ -1,0 +1,332 @@
+"""zhiku's own decode loop: prefill eager, then one captured step per token, replayed from a CUDA graph.
+
+transformers runs each decode step as eager Python (~50 ms of host work per token for a 13B model against a
+~2 ms memory floor) and declines to compile bitsandbytes models. Here the prompt is prefilled by the model
+itself (SDPA), its keys and values are copied into a static cache sized by the governor's reserve, and every
+later token runs ``decode_step`` (zhiku's kernels, sampling on the GPU) as one CUDA graph replay. The host
+only replays, copies each new token id to pinned memory and checks stop conditions a few steps behind the
+GPU; detokenising happens on the consuming thread. The static cache also keeps the previous prompt, so a
+prompt that starts the same way prefills only the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+
+from models.decode_step import DecodeState, LlamaParts, TorchOps, TritonOps, decode_step
+from models.prefix_cache import common_prefix
+from models.sampling import choose
+from models.streaming import RepetitionStop, SamplingParams, StreamingGenerator, on_worker, run_on_worker
+
+log = logging.getLogger(__name__)
+
+LAG = 4  # steps the GPU may run ahead of the host's stop checks
+MIN_REUSE = 16  # fewer shared prompt tokens are not worth a partial prefill
+
+
+class CapturedDecoder:
+    """Streams like ``StreamingGenerator`` (same attributes), through the captured step where it can."""
+
+    def __init__(self, model, tokenizer, max_len: int, ops=None, capture: bool | None = None) -> None:
+        import torch
+
+        self.model = model
+        self._tokenizer = tokenizer
+        self.parts = LlamaParts.of(model)
+        device = self.parts.embed.device
+        self.capture = device.type == "cuda" if capture is None else capture
+        self.ops = ops or (TritonOps() if device.type == "cuda" else TorchOps())
+        self.max_len = min(max_len, _context_of(model))
+        self.eager = StreamingGenerator(model, tokenizer)  # prompts longer than the static cache
+        self.eos = _eos_ids(model, tokenizer)
+        self._lock = threading.Lock()
+        self.last_first_token_s: float | None = None
+        self.last_new_tokens = 0
+        self.last_repeating = False
+        self.last_reused = 0
+        self.last_prefill_s = 0.0  # of the latest generation: prompt in -> its cache filled, first token chosen
+        before = _memory(device)
+        self.ops.prepare(self.parts)
+        self.parts.rotary_tables(self.max_len)
+        self._states: dict[int, DecodeState] = {}
+        self._pool = torch.cuda.graph_pool_handle() if self.capture else None
+        self._state(1)
+        after = _memory(device)  # static cache, graph pool (reserved, not all live), rotary tables
+        self.reserved_bytes = max(after[0] - before[0], after[1] - before[1])
+
+    # -- streaming (the generator protocol's side) -------------------------------------------------------------
+    def stream_inputs(self, inputs: dict, params: SamplingParams, prefix=None) -> Iterator[str]:
+        """Yield text for ``inputs`` (input_ids, attention_mask, pixel_values...); ``prefix`` is unused: the
+        static cache itself keeps the previous prompt."""
+        input_ids = inputs["input_ids"]
+        if input_ids.shape[0] != 1 or input_ids.shape[1] >= self.max_len - 1:
+            yield from self.eager.stream_inputs(inputs, params)
+            self.last_first_token_s, self.last_new_tokens = self.eager.last_first_token_s, self.eager.last_new_tokens
+            self.last_repeating, self.last_reused = self.eager.last_repeating, 0
+            return
+        tokens: queue.Queue = queue.Queue()
+        cancel = threading.Event()
+        loop = RepetitionStop(0)
+        produced: list[int] = []
+        first_at: list[float] = []
+
+        def on_token(row: list[int]) -> bool:
+            token = row[0]
+            if not first_at:
+                first_at.append(time.perf_counter())
+            if cancel.is_set() or token in self.eos:
+                return False
+            produced.append(token)
+            tokens.put(token)
+            return not loop.check(produced) and len(produced) < params.max_new_tokens
+
+        def run() -> None:
+            try:
+                self._generate(inputs, params, on_token, reuse="pixel_values" not in inputs)
+            finally:
+                tokens.put(None)
+
+        with self._lock:
+            started = time.perf_counter()
+            done = run_on_worker(run)
+            text = Detokenizer(self._tokenizer)
+            try:
+                while (token := tokens.get(timeout=600)) is not None:
+                    piece = text.add(token)
+                    if piece:
+                        yield piece
+                if tail := text.flush():
+                    yield tail
+            finally:
+                cancel.set()
+                done.result()  # raises what the decode loop raised
+            self.last_first_token_s = (first_at[0] if first_at else time.perf_counter()) - started
+            self.last_new_tokens = len(produced)
+            self.last_repeating = loop.stopped
+
+    def generate(self, input_ids, params: SamplingParams, record_logits: bool = False):
+        """Token ids [B, new] for a batch of equal-length prompts, ``max_new_tokens`` each (no stop at EOS);
+        with ``record_logits`` also the fp32 logits of every step (bench and checks)."""
+        import torch
+
+        rows: list[list[int]] = []
+        logits: list = []
+
+        def on_token(row: list[int]) -> bool:
+            rows.append(row)
+            return len(rows) < params.max_new_tokens
+
+        def run():
+            with self._lock:
+                self._generate(
+                    {"input_ids": input_ids}, params, on_token, reuse=False, logits=logits if record_logits else None
+                )
+
+        on_worker(run)
+        return torch.tensor(rows).T, logits
+
+    def forget(self, batch: int) -> None:
+        """Free the static buffers and graphs of one batch size (made by ``generate`` for that size)."""
+        with self._lock:
+            self._states.pop(batch, None)
+
+    def release(self) -> None:
+        """Free the static caches, graphs and weights' references (after any generation has ended)."""
+        import gc
+
+        with self._lock:
+            self._states.clear()
+            self._pool = None
+            self.parts = None
+            self.model = None
+            self.eager.release()
+        gc.collect()
+
+    # -- the decode loop (on the model thread) ----------------------------------------------------------------
+    def _generate(self, inputs: dict, params: SamplingParams, on_token: Callable[[list[int]], bool],
+                  reuse: bool, logits: list | None = None) -> None:  # fmt: skip
+        import torch
+
+        input_ids = inputs["input_ids"]
+        batch, length = input_ids.shape
+        state = self._state(batch)
+        greedy = params.temperature <= 0
+        state.penalty.fill_(params.repetition_penalty)
+        state.inv_temperature.fill_(1.0 / params.temperature if not greedy else 1.0)
+        state.top_p.fill_(params.top_p)
+        with torch.inference_mode():
+            started = time.perf_counter()
+            first = self._prefill(state, inputs, reuse, greedy)
+            if logits is not None:
+                logits.append(state.logits.clone())
+            device = state.token.device
+            pinned = device.type == "cuda"
+            steps = min(params.max_new_tokens - 1, state.max_len - length)
+            host = torch.empty((steps + 1, batch), dtype=torch.long, pin_memory=pinned)
+            host[0].copy_(first)
+            self.last_prefill_s = time.perf_counter() - started
+            fed: list[int] = []  # batch 1: tokens fed into the cache by replays, for the next prompt's reuse
+            pending: deque = deque()
+            replays = 0
+            go = on_token(host[0].tolist())
+            for i in range(1, steps + 1):
+                if not go:
+                    break
+                self._step(state, greedy)
+                replays += 1
+                host[i].copy_(state.token, non_blocking=pinned)
+                if pinned:
+                    event = torch.cuda.Event()
+                    event.record()
+                    pending.append((i, event))
+                else:
+                    pending.append((i, None))
+                if logits is not None:
+                    logits.append(state.logits.clone())
+                while go and (len(pending) > LAG or (i == steps and pending)):
+                    j, event = pending.popleft()
+                    if event is not None:
+                        event.synchronize()
+                    go = on_token(host[j].tolist())
+            if pinned:
+                torch.cuda.current_stream().synchronize()
+            if batch == 1:
+                fed = host[:replays, 0].tolist()
+                state.ids = input_ids[0].tolist() + fed
+
+    def _prefill(self, state: DecodeState, inputs: dict, reuse: bool, greedy: bool):
+        """Run the prompt through the model, copy its keys and values into the static cache; the first token."""
+        from transformers import DynamicCache
+
+        input_ids = inputs["input_ids"]
+        batch, length = input_ids.shape
+        shared = 0
+        if reuse and batch == 1:
+            shared = min(common_prefix(state.ids, input_ids[0].tolist()), length - 1)
+            shared = shared if shared >= MIN_REUSE else 0
+        state.ids = []  # the cache is being overwritten
+        cache = DynamicCache()
+        for i in range(len(self.parts.layers)) if shared else ():
+            cache.update(state.cache_k[i][:, :, :shared], state.cache_v[i][:, :, :shared], i)
+        rest = dict(inputs, input_ids=input_ids[:, shared:])
+        rest.pop("attention_mask", None)  # one unpadded sequence per row: a mask would cost SDPA its causal kernel
+        out = self.model(**rest, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        for i, layer in enumerate(cache.layers):
+            state.cache_k[i][:, :, shared:length].copy_(layer.keys[:, :, shared:length])
+            state.cache_v[i][:, :, shared:length].copy_(layer.values[:, :, shared:length])
+        self.last_reused = shared
+        logits = out.logits[:, -1, :].float()
+        state.logits.copy_(logits)
+        state.seen.zero_()
+        state.seen.scatter_(1, input_ids, True)
+        first = choose(logits, state.seen, state.penalty, state.inv_temperature, state.top_p, greedy)
+        state.token.copy_(first)
+        state.seen.scatter_(1, first[:, None], True)
+        state.pos.fill_(length)
+        return first
+
+    def _step(self, state: DecodeState, greedy: bool) -> None:
+        graph = state.graphs.get(greedy)
+        if graph is not None:
+            graph.replay()
+        else:
+            decode_step(self.parts, self.ops, state, greedy)
+
+    def _state(self, batch: int) -> DecodeState:
+        """The static buffers (and, on CUDA, the two captured graphs) of a batch size, made on first use."""
+        state = self._states.get(batch)
+        if state is None:
+            state = DecodeState.new(self.parts, batch, self.max_len)
+            if self.capture:
+                self._capture(state)
+            self._states[batch] = state
+        return state
+
+    def _capture(self, state: DecodeState) -> None:
+        import torch
+
+        with torch.inference_mode():
+            for greedy in (True, False):
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    for _ in range(3):  # compiles and tunes the kernels, outside the capture
+                        state.pos.zero_()
+                        decode_step(self.parts, self.ops, state, greedy)
+                torch.cuda.current_stream().wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                state.pos.zero_()
+                with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+                    decode_step(self.parts, self.ops, state, greedy)
+                state.graphs[greedy] = graph
+            torch.cuda.synchronize()
+            state.pos.zero_()
+            state.token.zero_()
+            state.seen.zero_()
+
+
+def why_not_captured(model) -> str:
+    """Why ``model`` cannot decode through the captured step, or "" when it can."""
+    import importlib.util
+
+    import torch
+
+    from models.decode_step import unsupported
+
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed"
+    decoder = model.get_decoder()
+    reason = unsupported(decoder.config)
+    dtype = decoder.embed_tokens.weight.dtype
+    if not reason and dtype not in (torch.bfloat16, torch.float16):
+        reason = f"compute dtype {dtype} (bf16 or fp16 needed)"
+    return reason
+
+
+class Detokenizer:
+    """Incremental text of a growing list of token ids, held back while a character is incomplete."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.shown = 0
+
+    def add(self, token: int) -> str:
+        self.ids.append(token)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            return ""
+        piece, self.shown = text[self.shown :], len(text)
+        return piece
+
+    def flush(self) -> str:
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        piece, self.shown = text[self.shown :], len(text)
+        return piece
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids = set()
+    for source in (getattr(model, "generation_config", None), tokenizer):
+        value = getattr(source, "eos_token_id", None)
+        ids.update(value if isinstance(value, (list, tuple)) else [value] if value is not None else [])
+    return ids
+
+
+def _context_of(model) -> int:
+    config = model.get_decoder().config
+    return int(getattr(config, "max_position_embeddings", 0) or 4096)
+
+
+def _memory(device) -> tuple[int, int]:
+    """Allocated and reserved bytes on a CUDA device (0, 0 elsewhere)."""
+    import torch
+
+    if device.type != "cuda":
+        return 0, 0
+    return torch.cuda.memory_allocated(device), torch.cuda.memory_reserved(device)

@@ -1,0 +1,161 @@
+"""Triton kernels for one decode step of a Llama-family model, besides the NF4 products (``nf4_gemv``).
+
+Each rounds where the eager transformers model rounds (to the compute dtype after every torch op), so the
+captured step stays within rounding of eager: RMSNorm; rotary embedding of q and k with the write of k and v
+into the static cache at the current position; attention of one new token over the cache, split along the
+sequence (flash-decoding) and combined. Positions are read from a device tensor, so a CUDA graph of the step
+replays at any position.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def rmsnorm_kernel(x_ptr, w_ptr, out_ptr, H, eps, BLOCK: tl.constexpr):
+    b = tl.program_id(0)
+    i = tl.arange(0, BLOCK)
+    ok = i < H
+    dtype = out_ptr.dtype.element_ty
+    x = tl.load(x_ptr + b * H + i, mask=ok, other=0.0).to(tl.float32)
+    var = tl.sum(x * x, axis=0) / H
+    h = (x * tl.rsqrt(var + eps)).to(dtype).to(tl.float32)
+    w = tl.load(w_ptr + i, mask=ok, other=0.0).to(tl.float32)
+    tl.store(out_ptr + b * H + i, (w * h).to(dtype), mask=ok)
+
+
+def rmsnorm(x, weight, eps: float, out=None):
+    import torch
+
+    out = torch.empty_like(x) if out is None else out
+    rmsnorm_kernel[(x.shape[0],)](x, weight, out, x.shape[1], eps, BLOCK=triton.next_power_of_2(x.shape[1]))
+    return out
+
+
+@triton.jit
+def _rotate(src, cos_row, sin_row, D: tl.constexpr):
+    """x*cos + rotate_half(x)*sin, each product rounded like the eager bf16 ops."""
+    d = tl.arange(0, D)
+    partner = (d + D // 2) % D
+    dtype = src.dtype.element_ty
+    x = tl.load(src + d).to(tl.float32)
+    other = tl.load(src + partner).to(tl.float32)
+    rotated = tl.where(d < D // 2, -other, other)
+    cos = tl.load(cos_row + d).to(tl.float32)
+    sin = tl.load(sin_row + d).to(tl.float32)
+    a = (x * cos).to(dtype).to(tl.float32)
+    b = (rotated * sin).to(dtype).to(tl.float32)
+    return (a + b).to(dtype)
+
+
+@triton.jit
+def rope_cache_kernel(
+    q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, pos_ptr, kc_ptr, vc_ptr,
+    stride_q, stride_k, stride_cb, stride_ch, HQ, HKV, D: tl.constexpr,
+):  # fmt: skip
+    """Program (b, h): q heads rotate in place; k heads rotate into the cache; v heads are copied into it."""
+    b = tl.program_id(0)
+    h = tl.program_id(1)
+    pos = tl.load(pos_ptr + b)
+    d = tl.arange(0, D)
+    cos_row = cos_ptr + pos * D
+    sin_row = sin_ptr + pos * D
+    if h < HQ:
+        src = q_ptr + b * stride_q + h * D
+        tl.store(src + d, _rotate(src, cos_row, sin_row, D))
+    elif h < HQ + HKV:
+        kv = h - HQ
+        rotated = _rotate(k_ptr + b * stride_k + kv * D, cos_row, sin_row, D)
+        tl.store(kc_ptr + b * stride_cb + kv * stride_ch + pos * D + d, rotated)
+    else:
+        kv = h - HQ - HKV
+        value = tl.load(v_ptr + b * stride_k + kv * D + d)
+        tl.store(vc_ptr + b * stride_cb + kv * stride_ch + pos * D + d, value)
+
+
+def rope_cache(q, k, v, cos, sin, pos, cache_k, cache_v, heads: int, kv_heads: int, head_dim: int) -> None:
+    """q [B, heads*D] rotated in place; k rotated and v written to ``cache_[kv][b, :, pos[b]]``."""
+    grid = (q.shape[0], heads + 2 * kv_heads)
+    rope_cache_kernel[grid](
+        q, k, v, cos, sin, pos, cache_k, cache_v, q.stride(0), k.stride(0), cache_k.stride(0), cache_k.stride(1),
+        heads, kv_heads, D=head_dim,
+    )  # fmt: skip
+
+
+@triton.jit
+def attention_split_kernel(
+    q_ptr, kc_ptr, vc_ptr, pos_ptr, part_ptr, lse_ptr, stride_q, stride_cb, stride_ch, scale, HQ, GROUP, NSPLIT,
+    D: tl.constexpr, SPLIT: tl.constexpr, BLOCK_L: tl.constexpr,
+):  # fmt: skip
+    """Program (b*HQ + h, s): softmax-weighted values of cache positions [s*SPLIT, (s+1)*SPLIT) up to pos[b]."""
+    bh = tl.program_id(0)
+    s = tl.program_id(1)
+    b = bh // HQ
+    kv = (bh % HQ) // GROUP
+    length = tl.load(pos_ptr + b) + 1
+    start = s * SPLIT
+    d = tl.arange(0, D)
+    out_at = part_ptr + (bh * NSPLIT + s) * D + d
+    if start < length:
+        q = tl.load(q_ptr + b * stride_q + (bh % HQ) * D + d).to(tl.float32)
+        base = b * stride_cb + kv * stride_ch
+        m = -float("inf")
+        total = 0.0
+        acc = tl.zeros((D,), dtype=tl.float32)
+        end = tl.minimum(start + SPLIT, length)
+        for off in range(start, end, BLOCK_L):
+            idx = off + tl.arange(0, BLOCK_L)
+            ok = idx < end
+            at = base + idx[:, None] * D + d[None, :]
+            keys = tl.load(kc_ptr + at, mask=ok[:, None], other=0.0).to(tl.float32)
+            scores = tl.where(ok, tl.sum(keys * q[None, :], axis=1) * scale, -float("inf"))
+            m_new = tl.maximum(m, tl.max(scores, axis=0))
+            p = tl.exp(scores - m_new)
+            alpha = tl.exp(m - m_new)
+            values = tl.load(vc_ptr + at, mask=ok[:, None], other=0.0).to(tl.float32)
+            acc = acc * alpha + tl.sum(p[:, None] * values, axis=0)
+            total = total * alpha + tl.sum(p, axis=0)
+            m = m_new
+        tl.store(out_at, acc / total)
+        tl.store(lse_ptr + bh * NSPLIT + s, m + tl.log(total))
+    else:
+        tl.store(out_at, tl.zeros((D,), dtype=tl.float32))
+        tl.store(lse_ptr + bh * NSPLIT + s, -float("inf"))
+
+
+@triton.jit
+def attention_combine_kernel(part_ptr, lse_ptr, out_ptr, NSPLIT, D: tl.constexpr, SPLITS: tl.constexpr):
+    bh = tl.program_id(0)
+    s = tl.arange(0, SPLITS)
+    d = tl.arange(0, D)
+    ok = s < NSPLIT
+    lse = tl.load(lse_ptr + bh * NSPLIT + s, mask=ok, other=-float("inf"))
+    weight = tl.exp(lse - tl.max(lse, axis=0))
+    part = tl.load(part_ptr + (bh * NSPLIT + s)[:, None] * D + d[None, :], mask=ok[:, None], other=0.0)
+    out = tl.sum(weight[:, None] * part, axis=0) / tl.sum(weight, axis=0)
+    tl.store(out_ptr + bh * D + d, out.to(out_ptr.dtype.element_ty))
+
+
+SPLIT = 64  # cache positions per program: many programs in flight at batch 1
+BLOCK_L = 64
+
+
+def attention(q, cache_k, cache_v, pos, heads: int, kv_heads: int, head_dim: int, scale: float):
+    """Attention of q [B, heads*D] over cache_[kv] [B, kv_heads, L, D] up to and including pos[b]: [B, heads*D]."""
+    import torch
+
+    batch, length = q.shape[0], cache_k.shape[2]
+    splits = triton.cdiv(length, SPLIT)
+    part = torch.empty((batch * heads, splits, head_dim), dtype=torch.float32, device=q.device)
+    lse = torch.empty((batch * heads, splits), dtype=torch.float32, device=q.device)
+    attention_split_kernel[(batch * heads, splits)](
+        q, cache_k, cache_v, pos, part, lse, q.stride(0), cache_k.stride(0), cache_k.stride(1), scale,
+        heads, heads // kv_heads, splits, D=head_dim, SPLIT=SPLIT, BLOCK_L=BLOCK_L,
+    )  # fmt: skip
+    out = torch.empty((batch, heads * head_dim), dtype=q.dtype, device=q.device)
+    attention_combine_kernel[(batch * heads,)](
+        part, lse, out, splits, D=head_dim, SPLITS=triton.next_power_of_2(splits)
+    )
+    return out
