@@ -58,6 +58,9 @@ def llm_spec(settings: Settings) -> LlmSpec:
         quantization=settings.quantization,
         device=settings.device,
         cache_dir=settings.cache_dir,
+        context_tokens=settings.context_tokens,
+        decode=settings.decode,
+        nf4_kernel=settings.nf4_kernel,
     )
 
 
@@ -113,7 +116,14 @@ def build_services(settings: Settings, *, keep_uploads: bool = False, rebuilding
         CHAT_MODEL, lambda: Generator(spec), estimate=lambda: estimate_footprint(spec, settings.context_tokens)
     )
     if settings.vision_model:
-        vision = VisionSpec(settings.vision_model, settings.quantization, settings.device)
+        vision = VisionSpec(
+            settings.vision_model,
+            settings.quantization,
+            settings.device,
+            settings.context_tokens,
+            settings.decode,
+            settings.nf4_kernel,
+        )
         governor.register(
             VISION_MODEL, lambda: VisionModel(vision), estimate=lambda: estimate_vision(vision, settings.context_tokens)
         )

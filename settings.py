@@ -12,6 +12,8 @@ Quantization = Literal["auto", "nf4", "int8", "bf16", "fp32"]
 RetrievalMode = Literal["hybrid", "keyword", "dense"]
 AnswerMode = Literal["auto", "generate", "extract", "both"]
 RewriteMode = Literal["auto", "rules", "model", "off"]
+DecodeMode = Literal["auto", "eager"]
+Nf4Kernel = Literal["bitsandbytes", "zhiku"]
 
 
 class Settings(BaseSettings):
@@ -56,6 +58,16 @@ class Settings(BaseSettings):
     )
     context_tokens: int | None = Field(
         None, gt=0, description="KV-cache reserve per model, in tokens; empty = the model's full context."
+    )
+    decode: DecodeMode = Field(
+        "auto",
+        description="auto: on a CUDA GPU, Llama-family models decode through zhiku's captured step (CUDA graphs, "
+        "NF4 kernel; prompt and answer then fit in context_tokens); eager: transformers' generate.",
+    )
+    nf4_kernel: Nf4Kernel = Field(
+        "bitsandbytes",
+        description="NF4 products in the captured decode step: bitsandbytes' own kernel, or zhiku's Triton kernel "
+        "(docs/benchmarks.md, section 6: not yet measured faster).",
     )
     pin_embedder: bool = Field(True, description="Keep the embedder resident; the governor never evicts it.")
 

@@ -40,6 +40,7 @@ class ModelEntry:
     pinned: bool = False
     model: Any = None
     measured: int | None = None  # allocator delta after loading (weights), replaces the estimate
+    held: int = 0  # of that delta, what the model keeps for running (a static KV cache, graph pools)
     in_use: int = 0
     last_used: float = 0.0
     loads: int = 0
@@ -60,8 +61,8 @@ class ModelEntry:
 
     @property
     def reserve(self) -> int:
-        """Runtime memory on top of the weights (KV cache, workspace)."""
-        return self.estimated.kv_cache + self.estimated.workspace
+        """Runtime memory on top of the weights (KV cache, workspace), or what the model already holds for it."""
+        return max(self.estimated.kv_cache + self.estimated.workspace, self.held)
 
     @property
     def resident(self) -> bool:
@@ -303,11 +304,14 @@ class Governor:
                     self._evict_idle(exclude=entry.name)
                 continue
             entry.load_seconds = time.perf_counter() - started
-            entry.measured = max(0, self.device.allocated_bytes() - before)
+            delta = max(0, self.device.allocated_bytes() - before)
+            entry.held = min(delta, int(getattr(model, "reserved_bytes", 0) or 0))
+            entry.measured = delta - entry.held
             entry.loads += 1
+            held = f", {gib(entry.held)} of it held by the decoder" if entry.held else ""
             self._event(
                 f"loaded {entry.name} in {entry.load_seconds:.1f} s: measured {gib(entry.measured)} "
-                f"(+{gib(entry.reserve)} reserve), estimate was {gib(entry.estimate)}"
+                f"(+{gib(entry.reserve)} reserve{held}), estimate was {gib(entry.estimate)}"
             )
             return model
         raise AssertionError("unreachable")

@@ -14,7 +14,7 @@ from models.device import resolve_device
 from models.gguf_cache import converted_dir
 from models.packaged import smollm2_gguf
 from models.prefix_cache import PREFIX_TOKENS, PrefixCache
-from models.streaming import SamplingParams, StreamingGenerator, StreamsText
+from models.streaming import SamplingParams, StreamsText, decoder_for
 
 __all__ = ["Generator", "LlmSpec", "SamplingParams", "estimate_footprint", "parameter_count", "quantization_config"]
 
@@ -30,6 +30,9 @@ class LlmSpec:
     quantization: str = "auto"
     device: str = "auto"
     cache_dir: Path = Path("data/cache")
+    context_tokens: int | None = None  # the KV reserve the governor counts; the captured decoder's cache size
+    decode: str = "auto"  # auto: captured decode step where supported (CUDA, Llama family); eager: generate()
+    nf4_kernel: str = "bitsandbytes"  # the captured step's NF4 products: bitsandbytes' kernel or zhiku's (Triton)
 
 
 def quantization_config(quantization: str, device: str):
@@ -124,7 +127,7 @@ class Generator(StreamsText):
             self.model.to(self.device)
         self.model.eval()
         self.parameters = int(self.model.num_parameters())  # 4-bit weights counted unpacked
-        self._streaming = StreamingGenerator(self.model, self.tokenizer)
+        self._streaming = decoder_for(self.model, self.tokenizer, spec.decode, spec.context_tokens, spec.nf4_kernel)
         self._prefix = PrefixCache()
         self._warm_up()
         self.load_seconds = time.perf_counter() - started
@@ -132,11 +135,12 @@ class Generator(StreamsText):
 
     @property
     def context_length(self) -> int:
+        """Tokens of prompt and answer together: the model's context, or the captured decoder's cache."""
         config = self.model.config
         for attr in ("max_position_embeddings", "n_positions", "max_sequence_length"):
             value = getattr(config, attr, None)
             if value:
-                return int(value)
+                return min(int(value), getattr(self._streaming, "max_len", int(value)))
         return 2048
 
     def count_tokens(self, text: str) -> int:
@@ -169,10 +173,12 @@ class Generator(StreamsText):
     @property
     def last_reused_tokens(self) -> int:
         """Prompt tokens of the latest generation whose keys and values came from the previous prompt."""
-        return self._prefix.last_reused
+        return getattr(self._streaming, "last_reused", self._prefix.last_reused)
 
     def _warm_up(self) -> None:
-        """Pay the generation thread's one-time start-up cost now rather than in the first answer."""
-        ids = self.tokenizer("Hello", add_special_tokens=False)["input_ids"] or [0]
-        for _ in self.stream(ids, SamplingParams(temperature=0, max_new_tokens=2, repetition_penalty=1.0)):
-            pass
+        """Pay one-time start-up costs now rather than in the first answer: the generation thread's, and (asked
+        twice) the path of a prompt whose start is reused, which prefills only its last tokens."""
+        ids = self.tokenizer(" ".join(["Hello"] * 24), add_special_tokens=False)["input_ids"] or [0]
+        for _ in range(2):
+            for _ in self.stream(ids, SamplingParams(temperature=0, max_new_tokens=2, repetition_penalty=1.0)):
+                pass

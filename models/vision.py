@@ -10,7 +10,7 @@ from pathlib import Path
 
 from models.device import resolve_device
 from models.llm import effective_quantization, quantization_config, torch_dtype
-from models.streaming import SamplingParams, StreamingGenerator, StreamsText
+from models.streaming import SamplingParams, StreamsText, decoder_for
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,9 @@ class VisionSpec:
     model: str
     quantization: str = "auto"
     device: str = "auto"
+    context_tokens: int | None = None  # the KV reserve the governor counts; the captured decoder's cache size
+    decode: str = "auto"  # as LlmSpec.decode: the language model decodes through the captured step
+    nf4_kernel: str = "bitsandbytes"  # as LlmSpec.nf4_kernel
 
 
 class VisionModel(StreamsText):
@@ -93,15 +96,18 @@ class VisionModel(StreamsText):
             self.model.to(self.device)
         self.model.eval()
         self.quantization = effective_quantization(spec.quantization, self.device)
-        self._streaming = StreamingGenerator(self.model, self.processor.tokenizer)
+        self._streaming = decoder_for(
+            self.model, self.processor.tokenizer, spec.decode, spec.context_tokens, spec.nf4_kernel
+        )
         self._warm_up()
         self.load_seconds = time.perf_counter() - started
         log.info("loaded vision model %s on %s in %.1f s", self.name, self.device, self.load_seconds)
 
     @property
     def context_length(self) -> int:
-        text = self.model.config.text_config
-        return int(getattr(text, "max_position_embeddings", 2048))
+        """Tokens of prompt (image tokens included) and answer: the language model's, or the decoder's cache."""
+        length = int(getattr(self.model.config.text_config, "max_position_embeddings", 2048))
+        return min(length, getattr(self._streaming, "max_len", length))
 
     def count_tokens(self, text: str) -> int:
         return len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
