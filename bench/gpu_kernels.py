@@ -1,0 +1,161 @@
+"""zhiku's NF4 product kernel against bitsandbytes, per LLaMA-2-13B weight shape and a few odd shapes.
+
+Run on a CUDA machine with bitsandbytes:  python bench/gpu_kernels.py [--out bench/out/gpu_kernels.json]
+For each shape and batch: the error against bitsandbytes' dequantize + matmul (fp32 products of the bf16
+weights it dequantizes), then the time of one product and of the 40 layers × 7 linears of the 13B model
+replayed in one CUDA graph, as % of the copy bandwidth measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.gpu_measure import copy_bandwidth, graph_seconds, median_cuda, table  # noqa: E402
+
+SHAPES_13B = {"q/k/v/o": (5120, 5120), "gate/up": (13824, 5120), "down": (5120, 13824)}
+ODD_SHAPES = {"odd rows": (1000, 576), "tiny": (37, 128), "wide": (96, 11008), "smollm2 mlp": (1536, 576)}
+
+
+def quantized(n: int, k: int, generator):
+    import torch
+    from bitsandbytes import functional as F
+
+    weight = (torch.randn(n, k, device="cuda", generator=generator) * 0.02).to(torch.bfloat16)
+    packed, state = F.quantize_4bit(weight, blocksize=64, compress_statistics=True, quant_type="nf4")
+    return packed, state
+
+
+def check(packed, state, batch: int, generator) -> dict:
+    """Relative errors of the plain, residual and silu·up epilogues against bitsandbytes' dequantized weights."""
+    import torch
+    from bitsandbytes import functional as F
+
+    from models.nf4_gemv import Nf4Weight, nf4_gemv
+
+    weight = Nf4Weight.from_state(packed, state)
+    config = dict(BN=64, ITERS=8, PAIRS=batch % 2 == 0, num_warps=4)  # checks need no tuning
+    reference_w = F.dequantize_4bit(packed, state).float()
+    x = torch.randn(batch, weight.k, device="cuda", generator=generator).to(torch.bfloat16)
+    reference = x.float() @ reference_w.T
+    out = torch.full((batch, weight.n), float("nan"), dtype=torch.bfloat16, device="cuda")  # poisoned
+    nf4_gemv(x, weight, out=out, config=config)
+    errors = {"plain": _rel(out, reference)}
+    residual = torch.randn(batch, weight.n, device="cuda", generator=generator).to(torch.bfloat16)
+    errors["residual"] = _rel(
+        nf4_gemv(x, weight, residual=residual, config=config), reference.bfloat16().float() + residual.float()
+    )
+    up_packed, up_state = quantized(weight.n, weight.k, generator)
+    up = x.float() @ F.dequantize_4bit(up_packed, up_state).float().T
+    expected = torch.nn.functional.silu(reference.bfloat16()) * up.bfloat16()
+    errors["silu_mul"] = _rel(
+        nf4_gemv(x, weight, up=Nf4Weight.from_state(up_packed, up_state), config=config), expected.float()
+    )
+    return errors
+
+
+def _rel(out, reference) -> float:
+    out = out.float()
+    if not out.isfinite().all():
+        return float("inf")
+    return float((out - reference).norm() / reference.norm())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "gpu_kernels.json")
+    args = parser.parse_args()
+
+    import bitsandbytes as bnb
+    import torch
+
+    from models.nf4_gemv import Nf4Weight, nf4_gemv
+
+    if not torch.cuda.is_available():
+        print("needs a CUDA GPU", file=sys.stderr)
+        return 2
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    bandwidth = copy_bandwidth()
+    rows, worst = [], 0.0
+    for name, (n, k) in {**SHAPES_13B, **ODD_SHAPES}.items():
+        packed, state = quantized(n, k, generator)
+        weight = Nf4Weight.from_state(packed, state)
+        for batch in (1, 4, 8):
+            errors = check(packed, state, batch, generator)
+            worst = max(worst, *errors.values())
+            row = {"shape": name, "N": n, "K": k, "B": batch, **{f"err_{e}": v for e, v in errors.items()}}
+            if name in SHAPES_13B and batch == 1:
+                x = torch.randn(batch, k, device="cuda", generator=generator).to(torch.bfloat16)
+                bytes_read = packed.numel() + state.absmax.numel() + state.state2.absmax.numel() * 4
+                ours = median_cuda(lambda x=x, w=weight: nf4_gemv(x, w, config="tune"), repeats=50)
+                theirs = median_cuda(
+                    lambda x=x, p=packed, s=state: bnb.matmul_4bit(x, p.t(), quant_state=s), repeats=50
+                )
+                row.update(
+                    zhiku_us=ours * 1e6, bnb_us=theirs * 1e6,
+                    zhiku_pct_bw=100 * bytes_read / ours / bandwidth, bnb_pct_bw=100 * bytes_read / theirs / bandwidth,
+                )  # fmt: skip
+            rows.append(row)
+    layers = _layer_stack(generator, bandwidth)
+    result = {"device": torch.cuda.get_device_name(0), "copy_bandwidth_TBps": bandwidth / 1e12, "rows": rows,
+              "layers": layers, "worst_error": worst}  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"device: {result['device']}; copy bandwidth {bandwidth / 1e12:.2f} TB/s")
+    columns = ["shape", "N", "K", "B", "err_plain", "err_residual", "err_silu_mul", "zhiku_us", "bnb_us",
+               "zhiku_pct_bw", "bnb_pct_bw"]  # fmt: skip
+    print(table(rows, columns))
+    print(table(layers, ["kernel", "B", "ms", "pct_bw", "linears_tok_s"]))
+    print(f"worst relative error {worst:.2e} (bf16 tolerance 1e-2)")
+    from models.nf4_gemv import _tuned
+
+    for key, config in _tuned.cache.items():
+        print("tuned", key[:5], config)
+    return 0 if worst < 1e-2 else 1
+
+
+def _layer_stack(generator, bandwidth: float) -> list[dict]:
+    """The 40 layers × 7 linears of LLaMA-2-13B at batch 1 and 4, one CUDA graph each, zhiku vs bitsandbytes."""
+    import bitsandbytes as bnb
+    import torch
+
+    from models.nf4_gemv import Nf4Weight, nf4_gemv, nf4_gemv_stacked
+
+    shapes = [(5120, 5120)] * 4 + [(13824, 5120)] * 2 + [(5120, 13824)]
+    weights = [quantized(n, k, generator) for n, k in shapes]  # one layer's weights, reused for each of 40
+    nf4 = [Nf4Weight.from_state(p, s) for p, s in weights]
+    layer_bytes = sum(p.numel() + s.absmax.numel() + s.state2.absmax.numel() * 4 for p, s in weights)
+    rows = []
+    for batch in (1, 4):
+        inputs = {
+            k: torch.randn(batch, k, device="cuda", generator=generator).to(torch.bfloat16) for k in (5120, 13824)
+        }
+
+        def ours(inputs=inputs):  # as the decode step calls it: q/k/v in one launch, o, gate·up, down
+            for _ in range(40):
+                nf4_gemv_stacked(inputs[5120], nf4[:3], config="tune")
+                nf4_gemv(inputs[5120], nf4[3], config="tune")
+                nf4_gemv(inputs[5120], nf4[4], up=nf4[5], config="tune")
+                nf4_gemv(inputs[13824], nf4[6], config="tune")
+
+        def theirs(inputs=inputs):  # what Linear4bit.forward calls: a GEMV at batch 1, dequantize + matmul above
+            for _ in range(40):
+                for p, s in weights:
+                    bnb.matmul_4bit(inputs[s.shape[1]], p.t(), quant_state=s)
+
+        for name, fn in (("zhiku", ours), ("bitsandbytes", theirs)):
+            seconds = graph_seconds(fn)
+            share = 100 * 40 * layer_bytes / seconds / bandwidth
+            rows.append(
+                {"kernel": name, "B": batch, "ms": seconds * 1e3, "pct_bw": share, "linears_tok_s": batch / seconds}
+            )
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Measuring helpers shared by the GPU benchmarks: copy bandwidth, event-timed medians, graph replays."""
+
+from __future__ import annotations
+
+import statistics
+
+
+def copy_bandwidth(gigabytes: float = 2.0, repeats: int = 20) -> float:
+    """Device-to-device copy, bytes read + written per second (the memory ceiling the floors are taken over)."""
+    import torch
+
+    n = int(gigabytes * 1e9 / 2)
+    src = torch.empty(n, dtype=torch.bfloat16, device="cuda").normal_()
+    dst = torch.empty_like(src)
+    seconds = median_cuda(lambda: dst.copy_(src), repeats=repeats)
+    return 2 * n * 2 / seconds
+
+
+def median_cuda(fn, repeats: int = 20, warmup: int = 3) -> float:
+    """Median seconds of ``fn()`` on the current stream, timed with CUDA events."""
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1000)
+    return statistics.median(times)
+
+
+def graph_seconds(fn, repeats: int = 20) -> float:
+    """Median seconds of one replay of ``fn`` captured in a CUDA graph (launch gaps gone)."""
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return median_cuda(graph.replay, repeats=repeats)
+
+
+def nf4_bytes(module) -> int:
+    """Bytes a bitsandbytes 4-bit Linear reads per product: packed codes and (nested) scales."""
+    weight = module.weight
+    state = weight.quant_state
+    total = weight.data.numel() * weight.data.element_size() + state.absmax.numel() * state.absmax.element_size()
+    if state.nested:
+        total += state.state2.absmax.numel() * 4 + state.state2.code.numel() * 4
+    return total
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    """A plain text table of ``rows`` (dicts) in ``columns`` order; floats with 3 significant digits."""
+
+    def cell(value) -> str:
+        return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+    cells = [[cell(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)

