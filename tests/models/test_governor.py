@@ -104,6 +104,26 @@ def test_lru_eviction_and_measured_size_replaces_estimate():
     assert any("evicted (least recently used) to make room for vision" in e for e in governor.events)
 
 
+class CacheHoldingModel(FakeModel):
+    """Like a model whose captured decoder allocated its static KV cache at load: part of its size is held."""
+
+    def __init__(self, device: SimulatedDevice, weights: int, held: int) -> None:
+        super().__init__(device, weights + held)
+        self.reserved_bytes = held
+
+
+def test_a_cache_held_from_load_is_counted_once_as_the_reserve():
+    device, governor = make(budget_gib=12)
+    governor.register("llm", lambda: CacheHoldingModel(device, 7 * GIB, 3 * GIB), estimate=fp(7, 2))
+    with governor.acquire("llm"):
+        state = governor.state().models[0]
+        assert state.measured == 7 * GIB  # the weights alone
+        assert state.footprint == 10 * GIB  # + the 3 GiB held, not + the 2 GiB estimated reserve on top
+    assert any("3.00 GiB of it held by the decoder" in e for e in governor.events)
+    governor.unload("llm")
+    assert device.allocated == 0
+
+
 def test_refuses_a_model_that_can_never_fit_naming_sizes():
     device, governor = make(budget_gib=6)
     governor.register("llama-13b", loader(device, 7 * GIB), estimate=fp(10))
