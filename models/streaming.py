@@ -134,20 +134,32 @@ class RepetitionStop:
 
 def decoder_for(model, tokenizer, decode: str, context_tokens: int | None, nf4_kernel: str = "bitsandbytes"):
     """The streaming decoder of a loaded model: zhiku's captured decode step where it applies (``decode`` auto
-    on CUDA, a Llama-family language model, Triton present), else transformers' ``generate``."""
-    eager = StreamingGenerator(model, tokenizer)
+    on CUDA, a Llama-family language model, Triton present), else transformers' ``generate``.
+
+    If the captured step fails to build (a kernel that does not compile on this GPU, say), the model still
+    answers through ``generate``; the warning says why, and ``decode_path`` reads ``eager``.
+    """
     if decode == "eager" or model.device.type != "cuda":
-        return eager
+        return StreamingGenerator(model, tokenizer)
     from models.captured_decoder import CapturedDecoder, why_not_captured
     from models.decode_step import TritonOps
 
     reason = why_not_captured(model)
     if reason:
         log.info("decoding with transformers' generate: %s", reason)
-        return eager
+        return StreamingGenerator(model, tokenizer)
+    import torch
+
     max_len = context_tokens or getattr(model.get_decoder().config, "max_position_embeddings", 4096)
-    ops = TritonOps(nf4_kernel)
-    return on_worker(CapturedDecoder, model, tokenizer, max_len, ops)  # the model thread captures: no other CUDA work
+    try:  # on the model thread: a CUDA graph capture must not see other CUDA work
+        return on_worker(CapturedDecoder, model, tokenizer, max_len, TritonOps(nf4_kernel))
+    except torch.OutOfMemoryError:
+        raise  # the governor evicts idle models and retries the load
+    except Exception as exc:  # noqa: BLE001 - any other failure to build it: fall back, loudly
+        log.warning("the captured decode step failed to build (%s); decoding with transformers' generate", exc,
+                    exc_info=True)  # fmt: skip
+        torch.cuda.empty_cache()
+        return StreamingGenerator(model, tokenizer)
 
 
 class StreamsText:
