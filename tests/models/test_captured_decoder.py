@@ -128,3 +128,23 @@ def test_a_model_outside_the_llama_family_is_named_and_left_to_generate():
     from models.decode_step import unsupported
 
     assert "gpt2" in unsupported(GPT2Config())
+
+
+def test_llava_answers_through_the_same_loop_after_its_image_prefill(tiny_llava, red_png):
+    from models.captured_decoder import CapturedDecoder
+    from models.decode_step import TorchOps
+    from models.vision import VisionModel, VisionSpec, load_image
+
+    vision = VisionModel(VisionSpec(str(tiny_llava), quantization="bf16", device="cpu"))
+    image = load_image(red_png, 20_000_000)
+    prompt = vision.prompt("What colour is this?")
+    inputs = vision.processor(images=image, text=prompt, return_tensors="pt")
+    inputs["pixel_values"] = inputs["pixel_values"].to(torch.bfloat16)
+    params = SamplingParams(temperature=0, repetition_penalty=1.0, max_new_tokens=12)
+    decoder = CapturedDecoder(vision.model, vision.processor.tokenizer, 256, ops=TorchOps(), capture=False)
+    text = "".join(decoder.stream_inputs(dict(inputs), params))
+    with torch.inference_mode():
+        eager = vision.model.generate(**inputs, max_new_tokens=12, do_sample=False, repetition_penalty=1.0)
+    expected = vision.processor.tokenizer.decode(eager[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert text == expected and decoder.last_new_tokens > 0
+    assert decoder.last_reused == 0  # an image prompt is never matched against the previous one
