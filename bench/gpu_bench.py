@@ -107,7 +107,7 @@ def agreement(generator, vocab: int, prompts: int = 5, steps: int = 128) -> dict
 
     from models.llm import SamplingParams
 
-    decoder, model = generator._streaming, generator.model
+    decoder, model = generator.decoder, generator.model
     cosines, baseline, same = [], [], 0
     for seed in range(prompts):
         ids = torch.tensor([build_prompt(generator, 1500, vocab, seed=seed)], device="cuda")
@@ -157,7 +157,7 @@ def measure(generator, vocab: int, new_tokens: int, bandwidth: float, rounds: in
         total = time.perf_counter() - started
         first, tokens = generator.last_first_token_s, generator.last_new_tokens
         ttfts.append(first)
-        prefills.append(getattr(generator._streaming, "last_prefill_s", 0.0) * 1000)
+        prefills.append(getattr(generator.decoder, "last_prefill_s", 0.0) * 1000)
         reused.append(generator.last_reused_tokens)
         text_ttfts.append(first_text or total)
         rates.append((tokens - 1) / (total - first) if tokens > 1 else 0.0)
@@ -175,7 +175,7 @@ def measure(generator, vocab: int, new_tokens: int, bandwidth: float, rounds: in
     floor = bandwidth / (weights + kv)
     result.update(bytes_weights_gb=weights / 1e9, bytes_kv_gb=kv / 1e9, floor_tok_s=floor)
     if generator.decode_path == "captured":
-        decoder = generator._streaming
+        decoder = generator.decoder
         result["decode_tok_s_batch1"] = decode_rate(decoder, input_ids, new_tokens)
         result["pct_of_floor"] = 100 * result["decode_tok_s_batch1"] / floor
         torch.cuda.reset_peak_memory_stats()

@@ -169,6 +169,11 @@ class StreamsText:
     model: object
 
     @property
+    def decoder(self):
+        """The streaming decoder itself (``CapturedDecoder`` or ``StreamingGenerator``), for benchmarks and checks."""
+        return self._streaming
+
+    @property
     def decode_path(self) -> str:
         """``captured`` (zhiku's decode step in CUDA graphs) or ``eager`` (transformers' generate)."""
         return "eager" if isinstance(self._streaming, StreamingGenerator) else "captured"

@@ -62,7 +62,7 @@ def _eager_step_cosines(generator, prompts, steps: int):
     cosines = []
     for ids in prompts:
         input_ids = torch.tensor([ids], device="cuda")
-        tokens, logits = generator._streaming.generate(input_ids, SamplingParams(0, 1.0, 1.0, steps + 1), True)
+        tokens, logits = generator.decoder.generate(input_ids, SamplingParams(0, 1.0, 1.0, steps + 1), True)
         cache, eager = DynamicCache(), []
         with torch.inference_mode():
             generator.model(input_ids, past_key_values=cache, use_cache=True)
@@ -123,7 +123,7 @@ def test_real_model_greedy_output_is_token_identical_to_eager(tmp_path):
         ids = generator.prompt_ids([{"role": "user", "content": question}])
         input_ids = torch.tensor([ids], device="cuda")
         params = SamplingParams(temperature=0, repetition_penalty=1.0, max_new_tokens=128)
-        captured, _ = generator._streaming.generate(input_ids, params)
+        captured, _ = generator.decoder.generate(input_ids, params)
         with torch.inference_mode():
             eager = generator.model.generate(
                 input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=128, do_sample=False,
