@@ -5,12 +5,15 @@ nibble first; each run of 64 weights shares a scale. With double quantization th
 codes into a 256-entry table, with one fp32 scale per 256 of them plus an offset. The kernel reads exactly
 those tensors (no second copy, no bf16 copy of the weights).
 
-At batch 1 a product is a pure stream of weight bytes, so the work is cut into many small tiles (a few rows
-by a slice of K) to keep enough loads in flight: each program looks its codes up in the 16-entry NF4 table,
-accumulates in fp32 and writes a partial sum; the last program of a row block (an atomic counter) adds the
-partials in a fixed order and applies the epilogue, rounding like the eager model: the product to the compute
-dtype first, then ``+ residual`` or ``silu(gate) * up``. One launch can also serve several weights that share
-the input (q, k and v), their outputs side by side.
+At batch 1 a product is a pure stream of weight bytes, so the work is cut into many small tiles (BN rows by
+ITERS scale blocks) to keep enough loads in flight. Each step of a program reads one scale block of its rows
+(16 contiguous bytes per thread), looks each byte up in a 256-entry table of value pairs (one 8-byte load for
+both nibbles; or two loads from the 16-entry NF4 table), interleaves the values back into input order and
+accumulates the scaled dot product in fp32, one accumulator per sequence. Each program writes a partial sum;
+the last program of a row block (an atomic counter) adds the partials in a fixed order and applies the
+epilogue, rounding like the eager model: the product to the compute dtype first, then ``+ residual`` or
+``silu(gate) * up``. One launch can also serve several weights that share the input (q, k and v), their
+outputs side by side.
 """
 
 from __future__ import annotations
