@@ -155,10 +155,6 @@ class DecodeState:
             max_len=max_len,
         )
 
-    @property
-    def cache_bytes(self) -> int:
-        return 2 * sum(t.numel() * t.element_size() for t in self.cache_k)
-
 
 def decode_step(parts: LlamaParts, ops, state: DecodeState, greedy: bool) -> None:
     """Feed ``state.token`` at ``state.pos``; leave the next token in ``state.token`` and advance ``pos``."""
