@@ -11,6 +11,7 @@ prompt that starts the same way prefills only the rest.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -252,7 +253,7 @@ class CapturedDecoder:
 
         with torch.inference_mode():
             for greedy in (True, False):
-                side = torch.cuda.Stream()
+                side = _warm_up_stream(state.token.device)
                 side.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(side):
                     for _ in range(3):  # compiles and tunes the kernels, outside the capture
@@ -316,6 +317,15 @@ def _eos_ids(model, tokenizer) -> set[int]:
         value = getattr(source, "eos_token_id", None)
         ids.update(value if isinstance(value, (list, tuple)) else [value] if value is not None else [])
     return ids
+
+
+@functools.cache
+def _warm_up_stream(device):
+    """One side stream per device for warming steps up before capture: every new stream that runs a matmul gets
+    a cuBLAS workspace of its own, which stays allocated for the life of the process."""
+    import torch
+
+    return torch.cuda.Stream(device)
 
 
 def _context_of(model) -> int:

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Every GPU measurement and test of the decode path in one go, for a machine lent for a short time.
+# Usage (repo root, bitsandbytes importable):  bash bench/gpu_all.sh OUT_DIR
+# Each step has its own time limit, so a slow one cannot take the others down; logs and JSON go to OUT_DIR.
+set -uo pipefail
+out="${1:?usage: bash bench/gpu_all.sh OUT_DIR}"
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+step() {  # name, seconds, command...
+  local name=$1 limit=$2
+  shift 2
+  echo "== $name (limit ${limit}s)"
+  timeout "$limit" "$@" >"$out/$name.log" 2>&1
+  echo "   exit $? after ${SECONDS}s"
+  grep -v -i "warn\|it/s\]" "$out/$name.log" | tail -n 14
+}
+step kernels 240 python3 bench/gpu_kernels.py --out "$out/gpu_kernels.json"
+step bench-bitsandbytes 420 python3 bench/gpu_bench.py --budgets 24,12 --nf4-kernel bitsandbytes --out "$out/gpu_bench-bitsandbytes.json"
+step bench-zhiku 300 python3 bench/gpu_bench.py --budgets 24 --nf4-kernel zhiku --out "$out/gpu_bench-zhiku.json"
+step tests 300 python3 -m pytest -q tests/gpu tests/models/test_triton_kernels.py
+step vision 420 python3 bench/vision_bench.py --budgets 24,12 --rounds 4 --out "$out/vision_bench.json"
