@@ -42,21 +42,9 @@ def build_prompt(generator, tokens: int, vocab: int, seed: int = 0) -> list[int]
     return generator.prompt_ids(messages)
 
 
-def timed_cuda(fn, repeats: int = 5) -> list[float]:
-    import torch
-
-    times = []
-    for _ in range(repeats):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def decode_rate(decoder, input_ids, new_tokens: int) -> float:
     """Tokens/s of the decode loop alone: the time of ``new_tokens`` more tokens than a 16-token run, over them."""
+    from bench.gpu_measure import timed_cuda
     from models.llm import SamplingParams
 
     def run(n: int) -> float:
@@ -133,6 +121,7 @@ def agreement(generator, vocab: int, prompts: int = 5, steps: int = 128) -> dict
 def measure(generator, vocab: int, new_tokens: int, bandwidth: float, rounds: int = 3) -> dict:
     import torch
 
+    from bench.gpu_measure import timed_cuda
     from models.llm import SamplingParams
 
     model = generator.model

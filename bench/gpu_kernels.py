@@ -16,7 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.gpu_measure import copy_bandwidth, graph_seconds, median_cuda, table  # noqa: E402
+from bench.gpu_measure import copy_bandwidth, graph_seconds, median_cuda  # noqa: E402
+from bench.ingest_bench import table  # noqa: E402
 
 SHAPES_13B = {"q/k/v/o": (5120, 5120), "gate/up": (13824, 5120), "down": (5120, 13824)}
 ODD_SHAPES = {"odd rows": (1000, 576), "tiny": (37, 128), "wide": (96, 11008), "smollm2 mlp": (1536, 576)}
@@ -109,8 +110,9 @@ def main() -> int:
     print(f"device: {result['device']}; copy bandwidth {bandwidth / 1e12:.2f} TB/s")
     columns = ["shape", "N", "K", "B", "err_plain", "err_residual", "err_silu_mul", "zhiku_us", "bnb_us",
                "zhiku_pct_bw", "bnb_pct_bw"]  # fmt: skip
-    print(table(rows, columns))
-    print(table(layers, ["kernel", "B", "ms", "pct_bw", "linears_tok_s"]))
+    print(table("per shape", columns, [[r.get(c, "") for c in columns] for r in rows]))
+    stack = ["kernel", "B", "ms", "pct_bw", "linears_tok_s"]
+    print(table("40 layers x 7 linears, one CUDA graph", stack, [[r[c] for c in stack] for r in layers]))
     print(f"worst relative error {worst:.2e} (bf16 tolerance 1e-2)")
     from models.nf4_gemv import _tuned
 

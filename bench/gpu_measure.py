@@ -1,4 +1,6 @@
-"""Measuring helpers shared by the GPU benchmarks: copy bandwidth, event-timed medians, graph replays."""
+"""Measuring helpers shared by the GPU benchmarks: copy bandwidth, timings, graph replays, NF4 bytes read.
+
+Tables are printed with ``bench.ingest_bench.table``, like the other benchmarks."""
 
 from __future__ import annotations
 
@@ -14,6 +16,22 @@ def copy_bandwidth(gigabytes: float = 2.0, repeats: int = 20) -> float:
     dst = torch.empty_like(src)
     seconds = median_cuda(lambda: dst.copy_(src), repeats=repeats)
     return 2 * n * 2 / seconds
+
+
+def timed_cuda(fn, repeats: int = 5) -> list[float]:
+    """Host-clock seconds of ``fn()``, synchronized before and after (for work that includes host steps)."""
+    import time
+
+    import torch
+
+    times = []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return times
 
 
 def median_cuda(fn, repeats: int = 20, warmup: int = 3) -> float:
@@ -57,16 +75,3 @@ def nf4_bytes(module) -> int:
     if state.nested:
         total += state.state2.absmax.numel() * 4 + state.state2.code.numel() * 4
     return total
-
-
-def table(rows: list[dict], columns: list[str]) -> str:
-    """A plain text table of ``rows`` (dicts) in ``columns`` order; floats with 3 significant digits."""
-
-    def cell(value) -> str:
-        return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-    cells = [[cell(row.get(c, "")) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(lines)
