@@ -275,18 +275,12 @@ def why_not_captured(model) -> str:
     """Why ``model`` cannot decode through the captured step, or "" when it can."""
     import importlib.util
 
-    import torch
-
     from models.decode_step import unsupported
 
     if importlib.util.find_spec("triton") is None:
         return "triton is not installed"
     decoder = model.get_decoder()
-    reason = unsupported(decoder.config)
-    dtype = decoder.embed_tokens.weight.dtype
-    if not reason and dtype not in (torch.bfloat16, torch.float16):
-        reason = f"compute dtype {dtype} (bf16 or fp16 needed)"
-    return reason
+    return unsupported(decoder.config, decoder.embed_tokens.weight.dtype)
 
 
 class Detokenizer:

@@ -54,11 +54,10 @@ class LlamaParts:
 
     @classmethod
     def of(cls, model) -> LlamaParts:
-        import torch
-
         decoder = model.get_decoder()
         config = decoder.config
-        problem = unsupported(config)
+        dtype = decoder.embed_tokens.weight.dtype
+        problem = unsupported(config, dtype)
         if problem:
             raise Unsupported(problem)
         layers = []
@@ -71,9 +70,6 @@ class LlamaParts:
                     Linear(mlp.up_proj), Linear(mlp.down_proj),
                 )
             )  # fmt: skip
-        dtype = decoder.embed_tokens.weight.dtype
-        if dtype not in (torch.bfloat16, torch.float16):
-            raise Unsupported(f"compute dtype {dtype} (bf16 or fp16 needed)")
         heads = config.num_attention_heads
         return cls(
             embed=decoder.embed_tokens.weight,
@@ -100,8 +96,12 @@ class LlamaParts:
         self.cos, self.sin = cos[0].contiguous(), sin[0].contiguous()
 
 
-def unsupported(config) -> str:
-    """Why a text config cannot use the captured step, or "" when it can."""
+def unsupported(config, dtype=None) -> str:
+    """Why a text config (with weights in ``dtype``) cannot use the captured step, or "" when it can."""
+    import torch
+
+    if dtype is not None and dtype not in (torch.bfloat16, torch.float16):
+        return f"compute dtype {dtype} (bf16 or fp16 needed)"
     if getattr(config, "model_type", "") != "llama":
         return f"model type {getattr(config, 'model_type', '?')!r} (Llama family only)"
     if getattr(config, "hidden_act", "silu") != "silu":

@@ -140,7 +140,7 @@ class Generator(StreamsText):
         for attr in ("max_position_embeddings", "n_positions", "max_sequence_length"):
             value = getattr(config, attr, None)
             if value:
-                return min(int(value), getattr(self._streaming, "max_len", int(value)))
+                return self._capped(int(value))
         return 2048
 
     def count_tokens(self, text: str) -> int:

@@ -173,6 +173,10 @@ class StreamsText:
         """The streaming decoder itself (``CapturedDecoder`` or ``StreamingGenerator``), for benchmarks and checks."""
         return self._streaming
 
+    def _capped(self, context: int) -> int:
+        """A model's context, capped by its captured decoder's static cache (prompt and answer must fit in it)."""
+        return min(context, getattr(self._streaming, "max_len", context))
+
     @property
     def decode_path(self) -> str:
         """``captured`` (zhiku's decode step in CUDA graphs) or ``eager`` (transformers' generate)."""
@@ -208,9 +212,7 @@ def on_worker(fn, *args):
     (SmolLM2 on 2 cores: 22.8 -> 10.7 tokens/s after one embedding on the request thread; docs/benchmarks.md,
     section 5; each thread likely gets its own OpenMP pool). So the embedder runs here too, between generations.
     """
-    if threading.current_thread().name.startswith(WORKER_NAME):
-        return fn(*args)
-    return _worker().submit(fn, *args).result()
+    return run_on_worker(lambda: fn(*args)).result()
 
 
 def run_on_worker(fn) -> Future:

@@ -106,8 +106,7 @@ class VisionModel(StreamsText):
     @property
     def context_length(self) -> int:
         """Tokens of prompt (image tokens included) and answer: the language model's, or the decoder's cache."""
-        length = int(getattr(self.model.config.text_config, "max_position_embeddings", 2048))
-        return min(length, getattr(self._streaming, "max_len", length))
+        return self._capped(int(getattr(self.model.config.text_config, "max_position_embeddings", 2048)))
 
     def count_tokens(self, text: str) -> int:
         return len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
