@@ -1,54 +1,12 @@
-"""On a real GPU (skipped elsewhere): the NF4 kernel against bitsandbytes, and the captured decode step against
-the eager model: logits per step, greedy tokens of a real model, LLaVA, and the governor's accounting."""
+"""On a real GPU (skipped elsewhere): the captured decode step against the eager model: logits per step, greedy
+tokens of a real model, LLaVA, and the governor's accounting. The kernels' own checks are in
+tests/models/test_triton_kernels.py, which runs them compiled where there is a GPU."""
 
 import importlib.util
 
 import pytest
 
 pytestmark = pytest.mark.requires_gpu
-
-SHAPES = [(5120, 5120), (13824, 5120), (5120, 13824), (1000, 576), (37, 128), (96, 11008), (1536, 576)]
-
-
-def _nf4(n: int, k: int, generator):
-    import torch
-    from bitsandbytes import functional as F
-
-    weight = (torch.randn(n, k, device="cuda", generator=generator) * 0.02).to(torch.bfloat16)
-    return F.quantize_4bit(weight, blocksize=64, compress_statistics=True, quant_type="nf4")
-
-
-def _rel(out, reference) -> float:
-    assert out.float().isfinite().all(), "unwritten or non-finite outputs"
-    return float((out.float() - reference).norm() / reference.norm())
-
-
-@pytest.mark.parametrize("n,k", SHAPES)
-@pytest.mark.parametrize("batch,pairs", [(1, True), (3, False), (8, True)])
-def test_nf4_kernel_matches_bitsandbytes_dequantize_and_matmul(n, k, batch, pairs):
-    import torch
-    from bitsandbytes import functional as F
-
-    from models.nf4_gemv import Nf4Weight, nf4_gemv
-
-    generator = torch.Generator(device="cuda").manual_seed(n * 31 + k + batch)
-    packed, state = _nf4(n, k, generator)
-    weight = Nf4Weight.from_state(packed, state)
-    config = dict(BN=64, ITERS=8, PAIRS=pairs, num_warps=4)
-    x = torch.randn(batch, k, device="cuda", generator=generator).to(torch.bfloat16)
-    reference = x.float() @ F.dequantize_4bit(packed, state).float().T
-    out = torch.full((batch, n), float("nan"), dtype=torch.bfloat16, device="cuda")
-    nf4_gemv(x, weight, out=out, config=config)
-    assert _rel(out, reference) < 1e-2
-    residual = torch.randn(batch, n, device="cuda", generator=generator).to(torch.bfloat16)
-    with_residual = nf4_gemv(x, weight, residual=residual, config=config)
-    assert _rel(with_residual, reference.bfloat16().float() + residual.float()) < 1e-2
-    up_packed, up_state = _nf4(n, k, generator)
-    up = (x.float() @ F.dequantize_4bit(up_packed, up_state).float().T).bfloat16()
-    expected = torch.nn.functional.silu(reference.bfloat16()) * up
-    assert (
-        _rel(nf4_gemv(x, weight, up=Nf4Weight.from_state(up_packed, up_state), config=config), expected.float()) < 1e-2
-    )
 
 
 def _eager_step_cosines(generator, prompts, steps: int):

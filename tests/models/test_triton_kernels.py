@@ -1,6 +1,6 @@
 """zhiku's Triton kernels against references: bitsandbytes' dequantized weights for the NF4 products, the
 torch ops of the eager model for the rest, and the whole decode step. Without a CUDA GPU they run in Triton's
-interpreter (tests/conftest.py), whose bf16 is broken, so fp16 stands in; tests/gpu runs them compiled, in bf16."""
+interpreter (tests/conftest.py), whose bf16 is broken, so fp16 stands in; with a GPU they run compiled, in bf16."""
 
 from __future__ import annotations
 
@@ -35,7 +35,16 @@ def test_dequantize_reads_bitsandbytes_layout_exactly():
     assert torch.equal(weight.dequantize().to(torch.bfloat16).float(), reference)
 
 
-@pytest.mark.parametrize("n,k,batch,pairs", [(96, 192, 1, True), (37, 320, 3, False), (130, 640, 8, True)])
+SHAPES = [(96, 192, 1, True), (37, 320, 3, False), (130, 640, 8, True)]
+if DEVICE == "cuda":  # compiled, the LLaMA-2-13B weight shapes and a few odd ones too (interpreting them is slow)
+    SHAPES += [
+        (n, k, batch, pairs)
+        for n, k in [(5120, 5120), (13824, 5120), (5120, 13824), (1000, 576), (37, 128), (96, 11008), (1536, 576)]
+        for batch, pairs in [(1, True), (3, False), (8, True)]
+    ]
+
+
+@pytest.mark.parametrize("n,k,batch,pairs", SHAPES)
 def test_nf4_products_with_each_epilogue_match_the_dequantized_weights(n, k, batch, pairs):
     from models.nf4_gemv import nf4_gemv, nf4_gemv_stacked
 
