@@ -5,15 +5,17 @@ nibble first; each run of 64 weights shares a scale. With double quantization th
 codes into a 256-entry table, with one fp32 scale per 256 of them plus an offset. The kernel reads exactly
 those tensors (no second copy, no bf16 copy of the weights).
 
-At batch 1 a product is a pure stream of weight bytes, so the work is cut into many small tiles (BN rows by
-ITERS scale blocks) to keep enough loads in flight. Each step of a program reads one scale block of its rows
-(16 contiguous bytes per thread), looks each byte up in a 256-entry table of value pairs (one 8-byte load for
-both nibbles; or two loads from the 16-entry NF4 table), interleaves the values back into input order and
-accumulates the scaled dot product in fp32, one accumulator per sequence. Each program writes a partial sum;
-the last program of a row block (an atomic counter) adds the partials in a fixed order and applies the
-epilogue, rounding like the eager model: the product to the compute dtype first, then ``+ residual`` or
+At batch 1 a product is a pure stream of weight bytes, so the work is cut into many small tiles: a program
+takes BN rows by ITERS scale blocks and requests all of their bytes in one load. On CUDA the nibbles become
+fp16 values by byte permutes (``prmt_asm``: the 16-entry table lives in registers, four bytes are looked up
+per instruction) instead of loads from a table. The high nibbles hold the weights of the even inputs and the
+low nibbles those of the odd ones, so the values are multiplied where they lie, against the inputs read as
+(even, odd) pairs, and never put back in input order. A block's 64 products are summed in fp16 pairs (HALF=1,
+the default) or fp32, then scaled in fp32; one accumulator per sequence. Each program writes a partial sum; the
+last program of a row block (an atomic counter) adds the partials in a fixed order and applies the epilogue,
+rounding like the eager model: the product to the compute dtype first, then ``+ residual`` or
 ``silu(gate) * up``. One launch can also serve several weights that share the input (q, k and v), their
-outputs side by side.
+outputs side by side. In Triton's interpreter (no PTX) the nibbles are looked up in the table instead.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ class Nf4Weight:
     packed: object  # uint8, N*K/2
     absmax: object  # uint8 codes (nested) or fp32 scales, one per 64 weights
     code: object  # fp32 [16], the NF4 values
-    pairs: object  # int64 [256]: for each byte, the fp32 bits of its high nibble's value, then its low one's
+    asm: str  # prmt_asm of the values
+    table: object  # fp32 [24]: the values, then twice the 4 words of ``prmt_asm``'s table that travel in registers
     nested_code: object  # fp32 [256] (nested) or the same tensor as code (unused)
     nested_absmax: object  # fp32, one per ``nested_block`` scales (nested) or absmax (unused)
     offset: float
@@ -72,7 +75,8 @@ class Nf4Weight:
             packed=packed.reshape(-1),
             absmax=state.absmax,
             code=code,
-            pairs=_pairs(code),
+            asm=_asm(code),
+            table=_table(code),
             nested_code=state.state2.code if nested else state.code,
             nested_absmax=state.state2.absmax if nested else state.absmax,
             offset=float(state.offset) if nested else 0.0,
@@ -99,13 +103,67 @@ class Nf4Weight:
         return self.nested_code[self.absmax.long()] * self.nested_absmax[index] + self.offset
 
 
-def _pairs(code):
-    """The byte -> (high value, low value) table, both fp32 bit patterns packed into one int64 (low word first)."""
+def _table(code):
     import torch
 
-    bits = code.view(torch.int32).to(torch.int64) & 0xFFFFFFFF
-    byte = torch.arange(256, device=code.device)
-    return bits[byte >> 4] | (bits[byte & 15] << 32)
+    words = torch.tensor([_words(code.tolist())[i] for i in (0, 2, 4, 6)], dtype=torch.int64)
+    words = torch.where(words >= 1 << 31, words - (1 << 32), words).to(torch.int32)
+    return torch.cat([code, words.to(code.device).view(torch.float32).repeat(2)])
+
+
+def _words(code) -> list[int]:
+    """The fp16 values' low bytes and high bytes as two tables of 4 little-endian words each: low words 0..3,
+    then high words 0..3. ``prmt_asm`` takes low 0, low 2, high 0 and high 2 ([0, 2, 4, 6]) in registers."""
+    import numpy as np
+
+    bits = np.asarray([float(v) for v in code], dtype=np.float16).view(np.uint16).astype(np.uint32)
+    words = []
+    for table in (bits & 0xFF, bits >> 8):
+        words += [int(table[4 * w] | table[4 * w + 1] << 8 | table[4 * w + 2] << 16 | table[4 * w + 3] << 24)
+                  for w in range(4)]  # fmt: skip
+    return words
+
+
+def prmt_asm(code) -> str:
+    """PTX that turns 4 packed bytes into the fp16 NF4 values of their 8 nibbles, two outputs of 4 values each:
+    the high nibbles' (even inputs) and the low nibbles' (odd inputs), each in the slot of its byte.
+
+    The 16 fp16 values are split into a table of low bytes and one of high bytes, 16 bytes each, held as
+    immediates. ``prmt`` picks 4 bytes out of 8 by 4 selector nibbles, which are the packed nibbles themselves;
+    its 3-bit index covers half a table, so each half is looked up (the upper half with bit 3 flipped, which
+    would otherwise mean "replicate the sign") and the nibble's bit 3 chooses between them (``lop3``). Two more
+    ``prmt`` put each value's low and high byte together. 22 instructions for 8 weights.
+    """
+    words = _words(code)
+    lo, hi = words[:4], words[4:]
+    lines = [".reg .b32 %lt<4>, %ht<4>, %s4, %m<2>, %c1, %x<2>, %la, %lb, %ha, %hb, %lo, %hi;"]
+    # words 0 and 2 of each table come in registers loaded from memory ($5, $9, $13, $17: the first of each
+    # input's 4 copies), so that the compiler keeps them rather than moving a constant in before every use;
+    # words 1 and 3 are immediates, which prmt takes as its second table operand
+    lines += ["mov.b32 %lt0, $5;", "mov.b32 %lt2, $9;", "mov.b32 %ht0, $13;", "mov.b32 %ht2, $17;"]
+    lines += [f"mov.b32 %lt{i}, {lo[i]:#010x};" for i in (1, 3)]
+    lines += [f"mov.b32 %ht{i}, {hi[i]:#010x};" for i in (1, 3)]
+    lines += [
+        "shl.b32 %s4, $4, 4;",
+        "prmt.b32 %m0, $4, %s4, 0x9D8C;",  # 0xFF in byte i where nibble i (of bits 0-15) has bit 3 set
+        "prmt.b32 %m1, $4, %s4, 0xBFAE;",  # the same for bits 16-31
+        "xor.b32 %x0, $4, 0x8888;",
+        "shr.u32 %c1, $4, 16;",
+        "xor.b32 %x1, %c1, 0x8888;",
+    ]
+    # bits 0-15 hold bytes 0 and 1, nibbles (low0, high0, low1, high1); bits 16-31 bytes 2 and 3
+    for sel, flipped, mask, even, odd in (("$4", "%x0", "%m0", "$0", "$2"), ("%c1", "%x1", "%m1", "$1", "$3")):
+        lines += [
+            f"prmt.b32 %la, %lt0, %lt1, {sel};",
+            f"prmt.b32 %lb, %lt2, %lt3, {flipped};",
+            f"lop3.b32 %lo, %la, %lb, {mask}, 0xD8;",  # mask ? lb : la
+            f"prmt.b32 %ha, %ht0, %ht1, {sel};",
+            f"prmt.b32 %hb, %ht2, %ht3, {flipped};",
+            f"lop3.b32 %hi, %ha, %hb, {mask}, 0xD8;",
+            f"prmt.b32 {even}, %lo, %hi, 0x7351;",  # the high nibbles' values: bytes 1 and 3 of lo and hi
+            f"prmt.b32 {odd}, %lo, %hi, 0x6240;",  # the low nibbles': bytes 0 and 2
+        ]
+    return "{\n" + "\n".join(lines) + "\n}"
 
 
 @triton.jit
@@ -121,89 +179,72 @@ def _scale(
 
 @triton.jit
 def _tile(
-    x_ptr, stride_x, w_ptr, absmax_ptr, code_ptr, pairs_ptr, nested_code_ptr, nested_absmax_ptr, offset, rows, N, K,
-    K2, kb0, B: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, ITERS: tl.constexpr,
-    NESTED: tl.constexpr, NB2: tl.constexpr, PAIRS: tl.constexpr,
+    x_ptr, stride_x, w_ptr, absmax_ptr, code_ptr, nested_code_ptr, nested_absmax_ptr, offset, rows, N, K, K2, kb0,
+    B: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, ITERS: tl.constexpr, NESTED: tl.constexpr,
+    NB2: tl.constexpr, DECODE: tl.constexpr, ASM: tl.constexpr, HALF: tl.constexpr,
 ):  # fmt: skip
     """fp32 [BP, BN]: rows ``rows`` of one NF4 weight times the inputs, over scale blocks kb0 … kb0 + ITERS - 1.
 
-    One step is one scale block (64 weights, 32 bytes) of BN rows: each thread reads 16 contiguous bytes, the
-    nibbles' values are interleaved back into input order (join), and the block's dot product is scaled once.
+    All ITERS scale blocks (64 weights, 32 bytes each) of the BN rows are requested in one load, so that every
+    thread has its whole share of bytes in flight at once. The high nibbles hold the even inputs' weights and the
+    low nibbles the odd ones', so the values are never put back in input order: each is multiplied with its input
+    where it lies; each block's sum is scaled once. The weights are read once; every input reuses them.
     """
-    row_ok = rows < N
-    row_blocks = K // 64
+    blocks = kb0 + tl.arange(0, ITERS)  # the scale blocks within the row
+    ok = (rows < N)[:, None] & (blocks < K // 64)[None, :]
+    at = rows[:, None, None] * K2 + blocks[None, :, None] * 32 + tl.arange(0, 32)[None, None, :]
+    packed = tl.load(w_ptr + at, mask=ok[:, :, None], other=0, eviction_policy="evict_first")
+    even, odd = _values(packed, code_ptr, DECODE, ASM)
+    scale = _scale(absmax_ptr, nested_code_ptr, nested_absmax_ptr, offset, rows[:, None] * (K // 64) + blocks[None, :],
+                   ok, NESTED, NB2)  # fmt: skip
     if BP == 1:
-        acc = tl.zeros((BN,), dtype=tl.float32)
-        for it in tl.static_range(ITERS):
-            kb = kb0 + it  # the scale block within the row
-            weights, scale = _block(w_ptr, absmax_ptr, code_ptr, pairs_ptr, nested_code_ptr, nested_absmax_ptr,
-                                    offset, rows, row_ok, row_blocks, K2, kb, BN, NESTED, NB2, PAIRS)  # fmt: skip
-            acc += _row_dot(weights, x_ptr, kb * 64 + tl.arange(0, 64), K) * scale
-        out = acc[None, :]
-    else:  # one accumulator per sequence: the weights are read once, every input reuses them from registers
-        a0 = tl.zeros((BN,), dtype=tl.float32)
-        a1 = tl.zeros((BN,), dtype=tl.float32)
-        a2 = tl.zeros((BN,), dtype=tl.float32)
-        a3 = tl.zeros((BN,), dtype=tl.float32)
-        a4 = tl.zeros((BN,), dtype=tl.float32)
-        a5 = tl.zeros((BN,), dtype=tl.float32)
-        a6 = tl.zeros((BN,), dtype=tl.float32)
-        a7 = tl.zeros((BN,), dtype=tl.float32)
-        for it in tl.static_range(ITERS):
-            kb = kb0 + it
-            weights, scale = _block(w_ptr, absmax_ptr, code_ptr, pairs_ptr, nested_code_ptr, nested_absmax_ptr,
-                                    offset, rows, row_ok, row_blocks, K2, kb, BN, NESTED, NB2, PAIRS)  # fmt: skip
-            col = kb * 64 + tl.arange(0, 64)
-            a0 += _row_dot(weights, x_ptr, col, K) * scale
-            if B > 1:
-                a1 += _row_dot(weights, x_ptr + stride_x, col, K) * scale
-            if B > 2:
-                a2 += _row_dot(weights, x_ptr + 2 * stride_x, col, K) * scale
-            if B > 3:
-                a3 += _row_dot(weights, x_ptr + 3 * stride_x, col, K) * scale
-            if B > 4:
-                a4 += _row_dot(weights, x_ptr + 4 * stride_x, col, K) * scale
-            if B > 5:
-                a5 += _row_dot(weights, x_ptr + 5 * stride_x, col, K) * scale
-            if B > 6:
-                a6 += _row_dot(weights, x_ptr + 6 * stride_x, col, K) * scale
-            if B > 7:
-                a7 += _row_dot(weights, x_ptr + 7 * stride_x, col, K) * scale
-        b = tl.arange(0, BP)[:, None]
-        out = tl.where(b == 0, a0[None, :], tl.where(b == 1, a1[None, :], tl.where(b == 2, a2[None, :], a3[None, :])))
-        out = tl.where(
-            b < 4,
-            out,
-            tl.where(b == 4, a4[None, :], tl.where(b == 5, a5[None, :], tl.where(b == 6, a6[None, :], a7[None, :]))),
-        )
+        return tl.sum(_block_dots(even, odd, x_ptr, blocks, K, HALF) * scale, axis=1)[None, :]
+    b = tl.arange(0, BP)[:, None]
+    out = tl.zeros((BP, BN), dtype=tl.float32)
+    for i in tl.static_range(B):
+        total = tl.sum(_block_dots(even, odd, x_ptr + i * stride_x, blocks, K, HALF) * scale, axis=1)
+        out = tl.where(b == i, total[None, :], out)
     return out
 
 
 @triton.jit
-def _row_dot(weights, x_ptr, col, K):
-    xs = tl.load(x_ptr + col, mask=col < K, other=0.0).to(tl.float32)
-    return tl.sum(weights * xs[None, :], axis=1)
+def _block_dots(even, odd, x_ptr, blocks, K, HALF: tl.constexpr):
+    """[BN, ITERS]: each block's values times its 64 inputs, read as 32 words of (even, odd) 16-bit pairs."""
+    j = blocks[:, None] * 32 + tl.arange(0, 32)[None, :]
+    pair = tl.load(x_ptr.to(tl.pointer_type(tl.uint32), bitcast=True) + j, mask=j < K // 2, other=0)
+    if x_ptr.dtype.element_ty == tl.bfloat16:  # bf16 -> fp32 is the 16 bits moved up
+        x_even = (pair << 16).to(tl.float32, bitcast=True)
+        x_odd = (pair & 0xFFFF0000).to(tl.float32, bitcast=True)
+    else:
+        x_even = (pair & 0xFFFF).to(tl.uint16).to(tl.float16, bitcast=True).to(tl.float32)
+        x_odd = (pair >> 16).to(tl.uint16).to(tl.float16, bitcast=True).to(tl.float32)
+    if HALF:  # products and the block's sum in fp16 pairs (two weights an instruction), scaled in fp32
+        dot = even * x_even.to(tl.float16)[None, :, :] + odd * x_odd.to(tl.float16)[None, :, :]
+        return tl.sum(dot, axis=2).to(tl.float32)
+    return tl.sum(even.to(tl.float32) * x_even[None, :, :] + odd.to(tl.float32) * x_odd[None, :, :], axis=2)
 
 
 @triton.jit
-def _block(w_ptr, absmax_ptr, code_ptr, pairs_ptr, nested_code_ptr, nested_absmax_ptr, offset, rows, row_ok,
-           row_blocks, K2, kb, BN: tl.constexpr, NESTED: tl.constexpr, NB2: tl.constexpr,
-           PAIRS: tl.constexpr):  # fmt: skip
-    """Scale block ``kb`` of rows ``rows``: the 64 weights of each in input order (fp32 [BN, 64]) and its scale."""
-    ok = row_ok & (rows * 0 + kb < row_blocks)  # a vector compare (the interpreter wants one)
-    j = tl.arange(0, 32)
-    packed = tl.load(w_ptr + rows[:, None] * K2 + kb * 32 + j[None, :], mask=ok[:, None], other=0,
-                     eviction_policy="evict_first")  # fmt: skip
-    if PAIRS:  # one lookup per byte: both nibbles' values as two fp32 bit patterns in an int64
-        both = tl.load(pairs_ptr + packed.to(tl.int32))
-        hi = (both & 0xFFFFFFFF).to(tl.uint32).to(tl.float32, bitcast=True)
-        lo = (both >> 32).to(tl.uint32).to(tl.float32, bitcast=True)
-    else:
-        hi = tl.load(code_ptr + (packed >> 4).to(tl.int32))
-        lo = tl.load(code_ptr + (packed & 15).to(tl.int32))
-    weights = tl.reshape(tl.join(hi, lo), (BN, 64))
-    scale = _scale(absmax_ptr, nested_code_ptr, nested_absmax_ptr, offset, rows * row_blocks + kb, ok, NESTED, NB2)
-    return weights, scale
+def _values(packed, code_ptr, DECODE: tl.constexpr, ASM: tl.constexpr):
+    """The NF4 values of the high nibbles (weights of the even inputs) and of the low nibbles (odd inputs)."""
+    if DECODE == 1:  # byte permutes from a table held in registers: four bytes per instruction (PTX)
+        words_ptr = code_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + 16  # after the 16 values (``table``)
+        # loaded per thread from one of two copies (by column), so that the compiler cannot keep them in uniform
+        # registers: it would move them into ordinary ones before every use
+        copy = words_ptr + (tl.arange(0, 32) // 16 % 2)[None, None, :] * 4
+        low0, low2, high0, high2 = tl.load(copy), tl.load(copy + 1), tl.load(copy + 2), tl.load(copy + 3)
+        even, odd = tl.inline_asm_elementwise(
+            ASM,
+            "=r,=r,=r,=r,r" + ",r,r,r,r" * 4,
+            [packed, low0, low2, high0, high2],
+            dtype=(tl.float16, tl.float16),
+            is_pure=True,
+            pack=4,
+        )
+    else:  # two loads from the 16-entry table (64 bytes: one cache line)
+        even = tl.load(code_ptr + (packed >> 4).to(tl.int32))
+        odd = tl.load(code_ptr + (packed & 15).to(tl.int32))
+    return even, odd
 
 
 @triton.jit
@@ -226,12 +267,13 @@ def _sum_partials(part_ptr, S, NT, cols, rows, n, B: tl.constexpr, BP: tl.conste
 
 @triton.jit
 def nf4_gemv_kernel(
-    x_ptr, stride_x, out_ptr, stride_out, res_ptr, stride_res, part_ptr, count_ptr, code_ptr, pairs_ptr, K, K2, NT,
+    x_ptr, stride_x, out_ptr, stride_out, res_ptr, stride_res, part_ptr, count_ptr, code_ptr, K, K2, NT,
     w1_ptr, absmax1_ptr, nested_code1_ptr, nested_absmax1_ptr, offset1, N1,
     w2_ptr, absmax2_ptr, nested_code2_ptr, nested_absmax2_ptr, offset2, N2,
     w3_ptr, absmax3_ptr, nested_code3_ptr, nested_absmax3_ptr, offset3, N3,
     B: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, ITERS: tl.constexpr,
-    NESTED: tl.constexpr, NB2: tl.constexpr, EPILOGUE: tl.constexpr, WEIGHTS: tl.constexpr, PAIRS: tl.constexpr,
+    NESTED: tl.constexpr, NB2: tl.constexpr, EPILOGUE: tl.constexpr, WEIGHTS: tl.constexpr, DECODE: tl.constexpr,
+    ASM: tl.constexpr, HALF: tl.constexpr,
 ):  # fmt: skip
     """Program (row block, K slice). PLAIN/RESIDUAL: the row blocks of weights 1..WEIGHTS one after another,
     out[b, N1 + … + n] side by side; SILU_MUL: weights 1 (gate) and 2 (up) on the same rows, out [B, N1]."""
@@ -246,28 +288,28 @@ def nf4_gemv_kernel(
         rows = pid * BN + local
         base = N1 * 0
         n = N1
-        acc = _tile(x_ptr, stride_x, w1_ptr, absmax1_ptr, code_ptr, pairs_ptr, nested_code1_ptr,
+        acc = _tile(x_ptr, stride_x, w1_ptr, absmax1_ptr, code_ptr, nested_code1_ptr,
                     nested_absmax1_ptr, offset1, rows, N1, K, K2, kb0,
-                    B, BP, BN, ITERS, NESTED, NB2, PAIRS)  # fmt: skip
+                    B, BP, BN, ITERS, NESTED, NB2, DECODE, ASM, HALF)  # fmt: skip
     elif pid < blocks1 + blocks2:
         rows = (pid - blocks1) * BN + local
         base = N1
         n = N2
-        acc = _tile(x_ptr, stride_x, w2_ptr, absmax2_ptr, code_ptr, pairs_ptr, nested_code2_ptr,
+        acc = _tile(x_ptr, stride_x, w2_ptr, absmax2_ptr, code_ptr, nested_code2_ptr,
                     nested_absmax2_ptr, offset2, rows, N2, K, K2, kb0,
-                    B, BP, BN, ITERS, NESTED, NB2, PAIRS)  # fmt: skip
+                    B, BP, BN, ITERS, NESTED, NB2, DECODE, ASM, HALF)  # fmt: skip
     else:
         rows = (pid - blocks1 - blocks2) * BN + local
         base = N1 + N2
         n = N3
-        acc = _tile(x_ptr, stride_x, w3_ptr, absmax3_ptr, code_ptr, pairs_ptr, nested_code3_ptr,
+        acc = _tile(x_ptr, stride_x, w3_ptr, absmax3_ptr, code_ptr, nested_code3_ptr,
                     nested_absmax3_ptr, offset3, rows, N3, K, K2, kb0,
-                    B, BP, BN, ITERS, NESTED, NB2, PAIRS)  # fmt: skip
+                    B, BP, BN, ITERS, NESTED, NB2, DECODE, ASM, HALF)  # fmt: skip
     _partials(part_ptr, s, NT, base + rows, rows, n, B, BP, acc)
     if EPILOGUE == 2:
-        up = _tile(x_ptr, stride_x, w2_ptr, absmax2_ptr, code_ptr, pairs_ptr, nested_code2_ptr,
+        up = _tile(x_ptr, stride_x, w2_ptr, absmax2_ptr, code_ptr, nested_code2_ptr,
                     nested_absmax2_ptr, offset2, rows, N1, K, K2, kb0,
-                    B, BP, BN, ITERS, NESTED, NB2, PAIRS)  # fmt: skip
+                    B, BP, BN, ITERS, NESTED, NB2, DECODE, ASM, HALF)  # fmt: skip
         _partials(part_ptr, s, NT, N1 + rows, rows, n, B, BP, up)
     done = tl.atomic_add(count_ptr + pid, 1, sem="acq_rel")
     if done == S - 1:  # the last slice of this row block: add the partials, apply the epilogue
@@ -286,16 +328,17 @@ def nf4_gemv_kernel(
         tl.atomic_xchg(count_ptr + pid, 0)  # ready for the next launch
 
 
+TABLE, PRMT = 0, 1  # how nibbles become values: loads from the code table, or byte permutes (PTX, CUDA only)
 CONFIGS = [
-    triton.Config({"BN": n, "ITERS": i, "PAIRS": pairs}, num_warps=w, num_stages=1)
-    for n, i, w, pairs in [
-        (64, 8, 4, True), (128, 4, 4, True), (128, 8, 8, True), (256, 4, 8, True),
-        (64, 16, 4, True), (32, 8, 2, True), (128, 8, 4, False), (64, 8, 4, False),
+    triton.Config({"BN": n, "ITERS": i, "DECODE": PRMT, "HALF": half}, num_warps=w, num_stages=1)
+    for n, i, w, half in [
+        (64, 4, 4, 1), (64, 8, 4, 1), (128, 4, 4, 1), (32, 8, 4, 1), (64, 4, 4, 0), (32, 4, 2, 1),
     ]
 ]  # fmt: skip
 MIN_SLICE = 64 * min(c.kwargs["ITERS"] for c in CONFIGS)  # weights along K one program covers
-# Tiling used unless asked to tune: tuning compiles every config per shape (minutes for a 13B model's first load)
-DEFAULT_CONFIG = {"BN": 64, "ITERS": 8, "PAIRS": True, "num_warps": 4}
+# Tiling used unless asked to tune (the fastest on an H100, bench/gpu_kernels.py); tuning compiles every config
+# per shape, minutes for a 13B model's first load
+DEFAULT_CONFIG = {"BN": 64, "ITERS": 4, "num_warps": 4}
 
 
 def _grid(weights, pair: bool):
@@ -313,8 +356,9 @@ _counters: dict = {}
 def nf4_gemv(x, weight: Nf4Weight, *, residual=None, up: Nf4Weight | None = None, out=None, config=None):
     """``x @ W.T`` for x [B, K] (B ≤ 8) in the compute dtype; ``residual`` adds, ``up`` gives silu(x W.T) * x U.T.
 
-    ``config`` (BN, ITERS, PAIRS, num_warps) sets the tiling, ``DEFAULT_CONFIG`` without it; ``"tune"`` times
-    every config of ``CONFIGS`` once per shape and keeps the fastest.
+    ``config`` (BN, ITERS, num_warps and optionally DECODE) sets the tiling, ``DEFAULT_CONFIG`` without it;
+    ``"tune"`` times every config of ``CONFIGS`` once per shape and keeps the fastest. DECODE defaults to the byte
+    permutes where the kernel is compiled for CUDA, the table loads in Triton's interpreter.
     """
     if up is not None:
         return _launch(x, [weight, up], SILU_MUL, None, out, config)
@@ -334,8 +378,8 @@ def _launch(x, weights: list[Nf4Weight], epilogue: int, residual, out, config):
     pair = epilogue == SILU_MUL
     if not 1 <= batch <= MAX_BATCH or any(w.k != k or w.nested != first.nested for w in weights):
         raise ValueError(f"nf4_gemv: input {tuple(x.shape)} does not fit weights {[(w.n, w.k) for w in weights]}")
-    if x.stride(1) != 1:
-        x = x.contiguous()
+    if x.stride(1) != 1 or x.stride(0) % 2 or x.data_ptr() % 4:  # the kernel reads inputs as 32-bit pairs
+        x = x.clone(memory_format=torch.contiguous_format)
     out_cols = first.n if pair else sum(w.n for w in weights)
     if out is None:
         out = torch.empty((batch, out_cols), dtype=x.dtype, device=x.device)
@@ -348,17 +392,35 @@ def _launch(x, weights: list[Nf4Weight], epilogue: int, residual, out, config):
         counters = _counters[x.device] = torch.zeros(COUNTERS, dtype=torch.int32, device=x.device)
     res = residual if residual is not None else out
     padded = (weights + [first, first])[:3]
-    args = [x, x.stride(0), out, out.stride(0), res, res.stride(0), partials, counters, first.code, first.pairs]
+    args = [x, x.stride(0), out, out.stride(0), res, res.stride(0), partials, counters, first.table]
     args += [k, k // 2, part_cols]  # K/2 as its own argument: Triton then knows rows start 16-byte aligned
     for w in padded:
         args += [w.packed, w.absmax, w.nested_code, w.nested_absmax, w.offset, w.n]
     shape = dict(B=batch, BP=triton.next_power_of_2(batch), NESTED=first.nested, NB2=first.nested_block)
-    shape.update(EPILOGUE=epilogue, WEIGHTS=len(weights))
+    shape.update(EPILOGUE=epilogue, WEIGHTS=len(weights), ASM=first.asm)
     grid = _grid(weights, pair)
     if config == "tune":
         _tuned[grid](*args, **shape)
     else:
         config = dict(config)
         warps = config.pop("num_warps", 4)
+        config.setdefault("DECODE", PRMT if x.is_cuda and not _interpreting() else TABLE)
+        config.setdefault("HALF", 1)
         nf4_gemv_kernel[grid(config)](*args, **shape, **config, num_warps=warps, num_stages=1)
     return out
+
+
+_asms: dict = {}
+
+
+def _asm(code) -> str:
+    key = tuple(code.tolist())
+    if key not in _asms:
+        _asms[key] = prmt_asm(key)
+    return _asms[key]
+
+
+def _interpreting() -> bool:
+    import os
+
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
