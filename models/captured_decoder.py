@@ -147,6 +147,11 @@ class CapturedDecoder:
             self.model = None
             self.eager.release()
         gc.collect()
+        import torch
+
+        if torch.cuda.is_available() and hasattr(torch._C, "_cuda_clearCublasWorkspaces"):
+            # cuBLAS keeps a workspace per stream it ran on (the capture streams too) until told to let go
+            torch._C._cuda_clearCublasWorkspaces()
 
     # -- the decode loop (on the model thread) ----------------------------------------------------------------
     def _generate(self, inputs: dict, params: SamplingParams, on_token: Callable[[list[int]], bool],

@@ -64,7 +64,9 @@ def rope_cache_kernel(
     sin_row = sin_ptr + pos * D
     if h < HQ:
         src = q_ptr + b * stride_q + h * D
-        tl.store(src + d, _rotate(src, cos_row, sin_row, D))
+        rotated = _rotate(src, cos_row, sin_row, D)
+        tl.debug_barrier()  # in place: every thread has read its partner before any writes (threads hold copies)
+        tl.store(src + d, rotated)
     elif h < HQ + HKV:
         kv = h - HQ
         rotated = _rotate(k_ptr + b * stride_k + kv * D, cos_row, sin_row, D)
