@@ -65,9 +65,9 @@ class Settings(BaseSettings):
         "NF4 kernel; prompt and answer then fit in context_tokens); eager: transformers' generate.",
     )
     nf4_kernel: Nf4Kernel = Field(
-        "bitsandbytes",
-        description="NF4 products in the captured decode step: bitsandbytes' own kernel, or zhiku's Triton kernel "
-        "(docs/benchmarks.md, section 6: not yet measured faster).",
+        "zhiku",
+        description="NF4 products in the captured decode step: zhiku's Triton kernel (measured faster, "
+        "docs/benchmarks.md section 6), or bitsandbytes' own kernel.",
     )
     pin_embedder: bool = Field(True, description="Keep the embedder resident; the governor never evicts it.")
 

@@ -238,7 +238,7 @@ class TritonOps(TorchOps):
     """zhiku's kernels: RMSNorm, rotary + cache write, split attention; and, with ``nf4_kernel="zhiku"``, the NF4
     products with fused epilogues (otherwise bitsandbytes' own kernel, called through the module)."""
 
-    def __init__(self, nf4_kernel: str = "bitsandbytes", gemv_config=None) -> None:
+    def __init__(self, nf4_kernel: str = "zhiku", gemv_config=None) -> None:
         self.nf4_kernel = nf4_kernel  # NF4 products: "zhiku" (models.nf4_gemv) or "bitsandbytes" (its own kernel)
         self.gemv_config = gemv_config  # the zhiku kernel's tiling; None = its default
 

@@ -32,7 +32,7 @@ class LlmSpec:
     cache_dir: Path = Path("data/cache")
     context_tokens: int | None = None  # the KV reserve the governor counts; the captured decoder's cache size
     decode: str = "auto"  # auto: captured decode step where supported (CUDA, Llama family); eager: generate()
-    nf4_kernel: str = "bitsandbytes"  # the captured step's NF4 products: bitsandbytes' kernel or zhiku's (Triton)
+    nf4_kernel: str = "zhiku"  # the captured step's NF4 products: zhiku's kernel (Triton) or bitsandbytes' own
 
 
 def quantization_config(quantization: str, device: str):

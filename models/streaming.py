@@ -132,7 +132,7 @@ class RepetitionStop:
         return done
 
 
-def decoder_for(model, tokenizer, decode: str, context_tokens: int | None, nf4_kernel: str = "bitsandbytes"):
+def decoder_for(model, tokenizer, decode: str, context_tokens: int | None, nf4_kernel: str = "zhiku"):
     """The streaming decoder of a loaded model: zhiku's captured decode step where it applies (``decode`` auto
     on CUDA, a Llama-family language model, Triton present), else transformers' ``generate``.
 

@@ -73,7 +73,7 @@ class VisionSpec:
     device: str = "auto"
     context_tokens: int | None = None  # the KV reserve the governor counts; the captured decoder's cache size
     decode: str = "auto"  # as LlmSpec.decode: the language model decodes through the captured step
-    nf4_kernel: str = "bitsandbytes"  # as LlmSpec.nf4_kernel
+    nf4_kernel: str = "zhiku"  # as LlmSpec.nf4_kernel
 
 
 class VisionModel(StreamsText):
