@@ -263,7 +263,8 @@ def main() -> int:
     parser.add_argument("--budgets", default="24,12,6")
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--decode", choices=["auto", "eager"], default="auto")
-    parser.add_argument("--nf4-kernel", choices=["bitsandbytes", "zhiku"], default="bitsandbytes")
+    parser.add_argument("--nf4-kernel", choices=["bitsandbytes", "zhiku"], default="zhiku")
+    parser.add_argument("--tiling", type=Path, help="gpu_kernels.py's JSON: use the NF4 kernel tiling it found fastest")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "gpu_bench.json")
     args = parser.parse_args()
 
@@ -280,12 +281,20 @@ def main() -> int:
     if not (args.dir / "config.json").is_file():
         save_random_llama(args.dir)
     build_s = time.perf_counter() - started
+    tiling = None
+    if args.tiling:  # the kernel's tiling is not a user setting: the fastest one measured on this GPU
+        from models import nf4_gemv
+
+        rows = json.loads(args.tiling.read_text())["layers"]
+        tiling = min((r for r in rows if r["kernel"] == "zhiku" and r["B"] == 1), key=lambda r: r["ms"])["tiling"]
+        nf4_gemv.DEFAULT_CONFIG.update(tiling)
     device = torch.cuda.get_device_name(0)
     bandwidth = copy_bandwidth()
     results = {
         "device": device,
         "copy_bandwidth_TBps": bandwidth / 1e12,
         "nf4_kernel": args.nf4_kernel,
+        "nf4_tiling": tiling,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "bitsandbytes": __import__("bitsandbytes").__version__,
@@ -294,7 +303,16 @@ def main() -> int:
     }
     budgets = [float(b) for b in args.budgets.split(",")]
     for i, budget in enumerate(budgets):
-        row = run_budget(args.dir, budget, LLAMA2_13B["vocab_size"], args.new_tokens, (i == 0), bandwidth, args.decode)
+        row = run_budget(
+            args.dir,
+            budget,
+            LLAMA2_13B["vocab_size"],
+            args.new_tokens,
+            (i == 0),
+            bandwidth,
+            args.decode,
+            args.nf4_kernel,
+        )
         results["budgets"].append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "events"}, default=str), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

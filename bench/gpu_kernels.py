@@ -33,20 +33,24 @@ def quantized(n: int, k: int, generator):
 
 
 def check(packed, state, batch: int, generator) -> dict:
-    """Relative errors of the plain, residual and silu·up epilogues against bitsandbytes' dequantized weights."""
+    """Relative errors of the plain, residual and silu·up epilogues against bitsandbytes' dequantized weights
+    (fp32 sums of the block products), and of the plain product with the block products in fp16 (HALF)."""
     import torch
     from bitsandbytes import functional as F
 
-    from models.nf4_gemv import Nf4Weight, nf4_gemv
+    from models.nf4_gemv import DEFAULT_CONFIG, Nf4Weight, nf4_gemv
 
     weight = Nf4Weight.from_state(packed, state)
-    config = dict(BN=64, ITERS=8, PAIRS=batch % 2 == 0, num_warps=4)  # checks need no tuning
+    config = dict(DEFAULT_CONFIG, HALF=0)  # checks need no tuning
     reference_w = F.dequantize_4bit(packed, state).float()
     x = torch.randn(batch, weight.k, device="cuda", generator=generator).to(torch.bfloat16)
     reference = x.float() @ reference_w.T
     out = torch.full((batch, weight.n), float("nan"), dtype=torch.bfloat16, device="cuda")  # poisoned
     nf4_gemv(x, weight, out=out, config=config)
     errors = {"plain": _rel(out, reference)}
+    out.fill_(float("nan"))
+    nf4_gemv(x, weight, out=out, config=dict(config, HALF=1))
+    errors["half"] = _rel(out, reference)
     residual = torch.randn(batch, weight.n, device="cuda", generator=generator).to(torch.bfloat16)
     errors["residual"] = _rel(
         nf4_gemv(x, weight, residual=residual, config=config), reference.bfloat16().float() + residual.float()
@@ -70,6 +74,7 @@ def _rel(out, reference) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "gpu_kernels.json")
+    parser.add_argument("--quick", action="store_true", help="check the 13B shapes at batch 1 only")
     args = parser.parse_args()
 
     import bitsandbytes as bnb
@@ -83,17 +88,17 @@ def main() -> int:
     generator = torch.Generator(device="cuda").manual_seed(0)
     bandwidth = copy_bandwidth()
     rows, worst = [], 0.0
-    for name, (n, k) in {**SHAPES_13B, **ODD_SHAPES}.items():
+    for name, (n, k) in (SHAPES_13B if args.quick else {**SHAPES_13B, **ODD_SHAPES}).items():
         packed, state = quantized(n, k, generator)
         weight = Nf4Weight.from_state(packed, state)
-        for batch in (1, 4, 8):
+        for batch in (1,) if args.quick else (1, 8):
             errors = check(packed, state, batch, generator)
             worst = max(worst, *errors.values())
             row = {"shape": name, "N": n, "K": k, "B": batch, **{f"err_{e}": v for e, v in errors.items()}}
             if name in SHAPES_13B and batch == 1:
                 x = torch.randn(batch, k, device="cuda", generator=generator).to(torch.bfloat16)
                 bytes_read = packed.numel() + state.absmax.numel() + state.state2.absmax.numel() * 4
-                ours = median_cuda(lambda x=x, w=weight: nf4_gemv(x, w, config="tune"), repeats=50)
+                ours = median_cuda(lambda x=x, w=weight: nf4_gemv(x, w), repeats=50)
                 theirs = median_cuda(
                     lambda x=x, p=packed, s=state: bnb.matmul_4bit(x, p.t(), quant_state=s), repeats=50
                 )
@@ -102,60 +107,63 @@ def main() -> int:
                     zhiku_pct_bw=100 * bytes_read / ours / bandwidth, bnb_pct_bw=100 * bytes_read / theirs / bandwidth,
                 )  # fmt: skip
             rows.append(row)
+    print(f"device: {torch.cuda.get_device_name(0)}; copy bandwidth {bandwidth / 1e12:.2f} TB/s")
+    columns = ["shape", "N", "K", "B", "err_plain", "err_half", "err_residual", "err_silu_mul", "zhiku_us", "bnb_us",
+               "zhiku_pct_bw", "bnb_pct_bw"]  # fmt: skip
+    print(table("per shape", columns, [[r.get(c, "") for c in columns] for r in rows]), flush=True)
     layers = _layer_stack(generator, bandwidth)
     result = {"device": torch.cuda.get_device_name(0), "copy_bandwidth_TBps": bandwidth / 1e12, "rows": rows,
               "layers": layers, "worst_error": worst}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
-    print(f"device: {result['device']}; copy bandwidth {bandwidth / 1e12:.2f} TB/s")
-    columns = ["shape", "N", "K", "B", "err_plain", "err_residual", "err_silu_mul", "zhiku_us", "bnb_us",
-               "zhiku_pct_bw", "bnb_pct_bw"]  # fmt: skip
-    print(table("per shape", columns, [[r.get(c, "") for c in columns] for r in rows]))
-    stack = ["kernel", "B", "ms", "pct_bw", "linears_tok_s"]
+    stack = ["kernel", "config", "B", "ms", "pct_bw", "linears_tok_s"]
     print(table("40 layers x 7 linears, one CUDA graph", stack, [[r[c] for c in stack] for r in layers]))
     print(f"worst relative error {worst:.2e} (bf16 tolerance 1e-2)")
-    from models.nf4_gemv import _tuned
-
-    for key, config in _tuned.cache.items():
-        print("tuned", key[:5], config)
     return 0 if worst < 1e-2 else 1
 
 
 def _layer_stack(generator, bandwidth: float) -> list[dict]:
-    """The 40 layers × 7 linears of LLaMA-2-13B at batch 1 and 4, one CUDA graph each, zhiku vs bitsandbytes."""
+    """The 40 layers × 7 linears of LLaMA-2-13B, one CUDA graph each: bitsandbytes, and zhiku with each tiling of
+    ``CONFIGS`` at batch 1, then the fastest of them at batch 4."""
     import bitsandbytes as bnb
     import torch
 
-    from models.nf4_gemv import Nf4Weight, nf4_gemv, nf4_gemv_stacked
+    from models.nf4_gemv import CONFIGS, Nf4Weight, nf4_gemv, nf4_gemv_stacked
 
     shapes = [(5120, 5120)] * 4 + [(13824, 5120)] * 2 + [(5120, 13824)]
     weights = [quantized(n, k, generator) for n, k in shapes]  # one layer's weights, reused for each of 40
     nf4 = [Nf4Weight.from_state(p, s) for p, s in weights]
     layer_bytes = sum(p.numel() + s.absmax.numel() + s.state2.absmax.numel() * 4 for p, s in weights)
-    rows = []
-    for batch in (1, 4):
-        inputs = {
-            k: torch.randn(batch, k, device="cuda", generator=generator).to(torch.bfloat16) for k in (5120, 13824)
-        }
+    inputs = {b: {k: torch.randn(b, k, device="cuda", generator=generator).bfloat16() for k in (5120, 13824)}
+              for b in (1, 4)}  # fmt: skip
 
-        def ours(inputs=inputs):  # as the decode step calls it: q/k/v in one launch, o, gate·up, down
-            for _ in range(40):
-                nf4_gemv_stacked(inputs[5120], nf4[:3], config="tune")
-                nf4_gemv(inputs[5120], nf4[3], config="tune")
-                nf4_gemv(inputs[5120], nf4[4], up=nf4[5], config="tune")
-                nf4_gemv(inputs[13824], nf4[6], config="tune")
+    def ours(batch, config):  # as the decode step calls it: q/k/v in one launch, o, gate·up, down
+        x = inputs[batch]
+        for _ in range(40):
+            nf4_gemv_stacked(x[5120], nf4[:3], config=config)
+            nf4_gemv(x[5120], nf4[3], config=config)
+            nf4_gemv(x[5120], nf4[4], up=nf4[5], config=config)
+            nf4_gemv(x[13824], nf4[6], config=config)
 
-        def theirs(inputs=inputs):  # what Linear4bit.forward calls: a GEMV at batch 1, dequantize + matmul above
-            for _ in range(40):
-                for p, s in weights:
-                    bnb.matmul_4bit(inputs[s.shape[1]], p.t(), quant_state=s)
+    def theirs(batch, config):  # what Linear4bit.forward calls: a GEMV at batch 1, dequantize + matmul above
+        for _ in range(40):
+            for p, s in weights:
+                bnb.matmul_4bit(inputs[batch][s.shape[1]], p.t(), quant_state=s)
 
-        for name, fn in (("zhiku", ours), ("bitsandbytes", theirs)):
-            seconds = graph_seconds(fn)
-            share = 100 * 40 * layer_bytes / seconds / bandwidth
-            rows.append(
-                {"kernel": name, "B": batch, "ms": seconds * 1e3, "pct_bw": share, "linears_tok_s": batch / seconds}
-            )
+    def row(name, batch, config, fn):
+        seconds = graph_seconds(lambda: fn(batch, config))
+        share = 100 * 40 * layer_bytes / seconds / bandwidth
+        label = "" if config is None else " ".join(f"{k}={v}" for k, v in config.items())
+        return {"kernel": name, "config": label, "tiling": config, "B": batch, "ms": seconds * 1e3, "pct_bw": share,
+                "linears_tok_s": batch / seconds}  # fmt: skip
+
+    rows = [row("bitsandbytes", 1, None, theirs)]
+    configs = [dict(c.kwargs, num_warps=c.num_warps) for c in CONFIGS]
+    for config in configs:
+        rows.append(row("zhiku", 1, config, ours))
+        print(rows[-1], flush=True)
+    best = min(rows[1:], key=lambda r: r["ms"])
+    rows += [row("bitsandbytes", 4, None, theirs), row("zhiku", 4, configs[rows[1:].index(best)], ours)]
     return rows
 
 
