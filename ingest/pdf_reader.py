@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from ingest.pdf_outline import NO_SECTIONS, Outline, PageSections, read_outline
+from ingest.document import Page, RejectedFile, check_size, file_sha256, short_error
+from ingest.pdf_outline import Outline, read_outline
 from ingest.text_clean import clean_page_text
 
 log = logging.getLogger(__name__)
@@ -29,19 +29,8 @@ _MAGIC = [
 ]
 
 
-class RejectedFile(Exception):
-    """The file cannot be ingested; ``reason`` says why in plain words."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class PdfPage:
-    number: int  # 1-based physical page
-    text: str
-    sections: PageSections = NO_SECTIONS  # what the PDF's outline says of this page
+PdfPage = Page  # a PDF's parts are its physical pages
+__all__ = ["PdfPage", "RejectedFile", "check_file", "file_sha256", "open_pdf", "read_pdf"]
 
 
 @dataclass(frozen=True)
@@ -54,26 +43,9 @@ class PdfDocument:
     pages: list[PdfPage]  # pages with text only
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_file(path: Path, max_bytes: int) -> int:
     """Cheap checks before parsing; returns the size in bytes."""
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise RejectedFile(f"cannot read the file: {exc.strerror or exc}") from exc
-    if size == 0:
-        raise RejectedFile("empty file (0 bytes)")
-    if size > max_bytes:
-        raise RejectedFile(
-            f"file is {size / 1e6:.3g} MB, over the {max_bytes / 1e6:g} MB limit (setting ZHIKU_MAX_FILE_MB)"
-        )
+    size = check_size(path, max_bytes)
     with path.open("rb") as handle:
         head = handle.read(1024)
     if b"%PDF-" not in head:
@@ -108,7 +80,7 @@ class OpenedPdf:
                 text = self.reader.pages[index].extract_text() or ""
             except Exception as exc:  # noqa: BLE001 - one bad page must not lose the others
                 failures += 1
-                log.warning("%s: page %d unreadable (%s); skipped", self.name, index + 1, _short(exc))
+                log.warning("%s: page %d unreadable (%s); skipped", self.name, index + 1, short_error(exc))
                 continue
             text = clean_page_text(text)
             if len(text) >= MIN_PAGE_CHARS:
@@ -144,7 +116,7 @@ def open_pdf(path: Path, max_bytes: int, name: str | None = None) -> OpenedPdf:
     except FileNotDecryptedError as exc:
         raise RejectedFile("password-protected PDF: remove the password and add it again") from exc
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, OSError, RecursionError) as exc:
-        raise RejectedFile(f"corrupt or truncated PDF ({_short(exc)})") from exc
+        raise RejectedFile(f"corrupt or truncated PDF ({short_error(exc)})") from exc
     if page_count == 0:
         raise RejectedFile("corrupt or truncated PDF (no pages found)")
     return OpenedPdf(path, name or path.name, sha, size, page_count, reader)
@@ -157,8 +129,3 @@ def read_pdf(
     opened = open_pdf(path, max_bytes, name)
     pages = list(opened.pages(on_page))
     return PdfDocument(opened.path, opened.name, opened.sha256, opened.size, opened.page_count, pages)
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text if len(text) <= 160 else text[:157] + "…"
