@@ -38,6 +38,28 @@ class Page:
 
 ProgressFn = Callable[[int, int], None]  # (parts done, parts in all)
 
+OCR_MODES = ("auto", "off", "force")
+
+
+@dataclass(frozen=True)
+class OcrSetting:
+    """When pixels are read as text (``ZHIKU_OCR``), and by what.
+
+    auto: images, and PDF pages without a usable text layer; force: every PDF page, its text layer ignored
+    (a bad text layer: scanned pages with garbage OCR from elsewhere); off: never, images are refused.
+    ``engine`` is an ``ingest.ocr.Ocr`` (anything with ``read(image) -> result with .text``), loaded on first use.
+    """
+
+    mode: str = "auto"
+    engine: object | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off" and self.engine is not None
+
+
+NO_OCR = OcrSetting("off")
+
 
 class OpenedDocument(Protocol):
     """A file that passed its reader's checks and opened; its parts are read lazily, in order."""

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from ingest.document import Page, RejectedFile, check_size, file_sha256, short_error
+from ingest.document import NO_OCR, OcrSetting, Page, RejectedFile, check_size, file_sha256, short_error
 from ingest.pdf_outline import Outline, read_outline
 from ingest.text_clean import clean_page_text
 
@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 # A page with fewer characters than this is treated as having no text layer.
 MIN_PAGE_CHARS = 3
+OCR_DPI = 200  # pages without a text layer are rendered at this resolution for OCR
 
 _MAGIC = [
     (b"\x89PNG", "a PNG image"),
@@ -64,6 +65,8 @@ class OpenedPdf:
     size: int
     page_count: int
     reader: object
+    ocr: OcrSetting = NO_OCR
+    _renderer: object = field(default=None, repr=False)  # pypdfium2's document, open while OCR renders pages
 
     @cached_property
     def outline(self) -> Outline:
@@ -71,30 +74,74 @@ class OpenedPdf:
         return read_outline(self.reader, self.name)
 
     def pages(self, on_page: Callable[[int, int], None] | None = None) -> Iterator[PdfPage]:
-        """Pages with text, in order. Raises RejectedFile at the end if no page had any text."""
+        """Pages with text, in order; a page without a usable text layer is read by OCR when ``ocr`` allows.
+        Raises RejectedFile at the end if no page had any text."""
         on_page = on_page or (lambda _done, _total: None)
         failures = found = 0
-        for index in range(self.page_count):
-            on_page(index, self.page_count)
-            try:
-                text = self.reader.pages[index].extract_text() or ""
-            except Exception as exc:  # noqa: BLE001 - one bad page must not lose the others
-                failures += 1
-                log.warning("%s: page %d unreadable (%s); skipped", self.name, index + 1, short_error(exc))
-                continue
-            text = clean_page_text(text)
-            if len(text) >= MIN_PAGE_CHARS:
-                found += 1
-                yield PdfPage(number=index + 1, text=text, sections=self.outline.page(index + 1))
+        try:
+            for index in range(self.page_count):
+                on_page(index, self.page_count)
+                text, failed = self._text_layer(index)
+                failures += failed
+                scanned = len(text) < MIN_PAGE_CHARS and self.ocr.enabled
+                if scanned:
+                    text = self._read_pixels(index)
+                if len(text) >= MIN_PAGE_CHARS:
+                    found += 1
+                    yield PdfPage(index + 1, text, sections=self.outline.page(index + 1), ocr=scanned)
+        finally:
+            self._close_renderer()
         on_page(self.page_count, self.page_count)
-        if failures == self.page_count:
+        if not found and failures == self.page_count:
             raise RejectedFile("corrupt PDF: no page could be read")
         if not found:
-            raise RejectedFile(f"no text layer, probably scanned ({self.page_count} pages, no extractable text)")
+            pages = f"{self.page_count} page{'s' if self.page_count != 1 else ''}"
+            if self.ocr.enabled:
+                raise RejectedFile(f"no text layer, and OCR found no text either ({pages})")
+            off = "; OCR is off (setting ZHIKU_OCR)" if self.ocr.mode == "off" else ""
+            raise RejectedFile(f"no text layer, probably scanned ({pages}, no extractable text{off})")
+
+    def _text_layer(self, index: int) -> tuple[str, int]:
+        """The page's text layer, cleaned, and 1 if it could not be read ("" when OCR is forced)."""
+        if self.ocr.mode == "force" and self.ocr.enabled:
+            return "", 0
+        try:
+            return clean_page_text(self.reader.pages[index].extract_text() or ""), 0
+        except Exception as exc:  # noqa: BLE001 - one bad page must not lose the others
+            log.warning("%s: page %d unreadable (%s); skipped", self.name, index + 1, short_error(exc))
+            return "", 1
+
+    def _read_pixels(self, index: int) -> str:
+        """The page rendered at OCR_DPI and read by OCR; "" (with a warning) if it cannot be rendered."""
+        import pypdfium2
+
+        try:
+            if self._renderer is None:
+                self._renderer = pypdfium2.PdfDocument(self.path)
+            page = self._renderer[index]
+            try:
+                image = page.render(scale=OCR_DPI / 72, grayscale=True).to_pil()
+            finally:
+                page.close()
+        except Exception as exc:  # noqa: BLE001 - a page that cannot be rendered is one page lost, not the file
+            log.warning("%s: page %d could not be rendered for OCR (%s)", self.name, index + 1, short_error(exc))
+            return ""
+        from ingest.ocr import OcrUnavailable
+
+        try:
+            return clean_page_text(self.ocr.engine.read(image).text)
+        except OcrUnavailable as exc:  # the whole file waits for OCR that cannot run here: say what to install
+            raise RejectedFile(f"page {index + 1} has no text layer and OCR cannot run: {exc.reason}") from exc
+
+    def _close_renderer(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
 
 
-def open_pdf(path: Path, max_bytes: int, name: str | None = None) -> OpenedPdf:
-    """Check and open ``path``; raises RejectedFile for empty, oversized, non-PDF, corrupt or encrypted files."""
+def open_pdf(path: Path, max_bytes: int, name: str | None = None, ocr: OcrSetting = NO_OCR) -> OpenedPdf:
+    """Check and open ``path``; raises RejectedFile for empty, oversized, non-PDF, corrupt or encrypted files.
+    ``ocr`` says whether pages without a text layer are read by OCR."""
     from pypdf import PdfReader
     from pypdf.errors import FileNotDecryptedError, PdfReadError
 
@@ -119,7 +166,7 @@ def open_pdf(path: Path, max_bytes: int, name: str | None = None) -> OpenedPdf:
         raise RejectedFile(f"corrupt or truncated PDF ({short_error(exc)})") from exc
     if page_count == 0:
         raise RejectedFile("corrupt or truncated PDF (no pages found)")
-    return OpenedPdf(path, name or path.name, sha, size, page_count, reader)
+    return OpenedPdf(path, name or path.name, sha, size, page_count, reader, ocr)
 
 
 def read_pdf(

@@ -70,7 +70,9 @@ def test_encrypted_pdf(pdf_dir, english_pdf):
 
 def test_image_only_pdf(pdf_dir):
     path = make_image_only_pdf(pdf_dir / "scan.pdf", pages=2)
-    assert reason_for(path) == "no text layer, probably scanned (2 pages, no extractable text)"
+    assert reason_for(path) == (
+        "no text layer, probably scanned (2 pages, no extractable text; OCR is off (setting ZHIKU_OCR))"
+    )
 
 
 def test_oversized_file(english_pdf):
