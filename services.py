@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ingest.chunker import Chunker
+from ingest.document import OcrSetting
 from ingest.pipeline import Ingestor
+from ingest.readers import open_document
 from models.device import resolve_device
 from models.embedder import Embedder
 from models.governor import Governor, budget_bytes
@@ -73,6 +75,20 @@ def sampling_params(settings: Settings) -> SamplingParams:
     )
 
 
+def opener(settings: Settings, ocr):
+    """Open any file zhiku reads, with OCR as ``ZHIKU_OCR`` says (the engine loads on the first page it reads)."""
+    from functools import partial
+
+    return partial(open_document, ocr=OcrSetting(settings.ocr, ocr))
+
+
+def ocr_engine(settings: Settings):
+    """The OCR engine (not loaded until used), or None when ``ZHIKU_OCR=off``."""
+    from ingest.ocr import Ocr
+
+    return None if settings.ocr == "off" else Ocr(threads=settings.ocr_threads)
+
+
 def build_services(settings: Settings, *, keep_uploads: bool = False, rebuilding: bool = False) -> Services:
     """Open the store and registry, load the embedder; the chat model loads on first use.
 
@@ -102,6 +118,7 @@ def build_services(settings: Settings, *, keep_uploads: bool = False, rebuilding
     finally:
         check.cancel()
     chunker = Chunker(settings.chunk_size, settings.chunk_overlap, embedder.count_tokens, embedder.max_tokens - 2)
+    ocr = ocr_engine(settings)
     ingestor = Ingestor(
         store,
         registry,
@@ -110,6 +127,7 @@ def build_services(settings: Settings, *, keep_uploads: bool = False, rebuilding
         batch_size=settings.embed_batch_size,
         uploads_dir=settings.uploads_dir,
         keep_copies=keep_uploads,
+        opener=opener(settings, ocr),
     )
     spec = llm_spec(settings)
     governor.register(
@@ -159,5 +177,8 @@ def build_services(settings: Settings, *, keep_uploads: bool = False, rebuilding
         context,
         max_image_bytes=int(settings.max_image_mb * 1_000_000),
         vision_model=VISION_MODEL if settings.vision_model else None,
+        text_qa=qa,
+        ocr=ocr,
+        ocr_with_vision=settings.vision_ocr,
     )
     return Services(settings, embedder, registry, store, ingestor, governor, telemetry, qa, image_qa)

@@ -14,6 +14,7 @@ AnswerMode = Literal["auto", "generate", "extract", "both"]
 RewriteMode = Literal["auto", "rules", "model", "off"]
 DecodeMode = Literal["auto", "eager"]
 Nf4Kernel = Literal["bitsandbytes", "zhiku"]
+OcrMode = Literal["auto", "off", "force"]
 
 
 class Settings(BaseSettings):
@@ -76,6 +77,15 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(200, description="Overlap between chunks in characters.")
     max_file_mb: float = Field(200, description="Files larger than this are refused.")
     embed_batch_size: int = Field(32, description="Chunks embedded per batch.")
+    ocr: OcrMode = Field(
+        "auto",
+        description="auto: images and PDF pages without a text layer are read by OCR (RapidOCR, Chinese and "
+        "English); force: every PDF page, its text layer ignored; off: never (images are refused).",
+    )
+    ocr_threads: int = Field(2, ge=1, description="CPU threads OCR uses for one page.")
+    vision_ocr: bool = Field(
+        False, description="With a vision model, also put the image's text read by OCR into its prompt."
+    )
 
     # Retrieval and generation
     top_k: int = Field(5, ge=1, le=50, description="Chunks retrieved per question.")

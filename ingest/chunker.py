@@ -23,14 +23,23 @@ class Chunk:
     index: int  # position in the document
     sha256: str
     section: str = ""  # the outline's section path, "" when the PDF has no outline
+    location: str = ""  # where it is in a file without pages (ingest.document.Page.location)
+    ocr: bool = False  # read from pixels
 
     @property
     def id(self) -> str:
         return chunk_id(self.sha256, self.index)
 
     def metadata(self) -> dict[str, str | int]:
-        meta = {"source": self.file, "page": self.page, "chunk": self.index, "sha256": self.sha256}
-        return meta | {"section": self.section} if self.section else meta
+        meta: dict[str, str | int] = {"source": self.file, "page": self.page, "chunk": self.index}
+        meta["sha256"] = self.sha256
+        if self.section:
+            meta["section"] = self.section
+        if self.location:
+            meta["location"] = self.location
+        if self.ocr:
+            meta["ocr"] = True
+        return meta
 
 
 def chunk_id(sha256: str, index: int) -> str:
@@ -75,7 +84,7 @@ class Chunker:
         texts = self.split_text(page.text)
         sections = sections_of(page.sections, texts)
         return [
-            Chunk(text, file, page.number, first_index + i, sha256, section)
+            Chunk(text, file, page.number, first_index + i, sha256, section, page.location, page.ocr)
             for i, (text, section) in enumerate(zip(texts, sections, strict=True))
         ]
 

@@ -11,20 +11,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ingest.pipeline import IngestReport, Progress, SourceFile
+from ingest.readers import READS, SUFFIXES
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 
 
 def collect_sources(paths: Sequence[str]) -> tuple[list[SourceFile], list[str]]:
-    """Files as given, and folders searched recursively for *.pdf (any case); returns sources and errors."""
+    """Files as given, and folders searched recursively for the suffixes zhiku reads (any case: .pdf, .docx,
+    .md, .txt, .html, images); returns sources and errors."""
     sources: list[SourceFile] = []
     errors: list[str] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == ".pdf")
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
             if not found:
-                print(f"warning: {raw}: folder holds no .pdf files", file=sys.stderr)
+                print(f"warning: {raw}: folder holds no files zhiku reads ({READS})", file=sys.stderr)
             sources.extend(SourceFile(p, p.name) for p in found)
         elif path.is_file():
             sources.append(SourceFile(path, path.name))
@@ -36,9 +38,9 @@ def collect_sources(paths: Sequence[str]) -> tuple[list[SourceFile], list[str]]:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m ingest",
-        description="Ingest PDF files and folders (recursively, *.pdf) into zhiku's document store.",
+        description=f"Ingest files and folders (recursively, by suffix: {READS}) into zhiku's document store.",
     )
-    p.add_argument("paths", nargs="*", metavar="PATH", help="PDF files or folders")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="files or folders")
     p.add_argument(
         "--rebuild",
         action="store_true",
@@ -125,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _rebuild(settings, args)
     if not args.paths:
         parser().print_usage(sys.stderr)
-        print("error: give PDF files or folders, or --rebuild", file=sys.stderr)
+        print("error: give files or folders, or --rebuild", file=sys.stderr)
         return EXIT_USAGE
     sources, errors = collect_sources(args.paths)
     if errors:
@@ -133,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     if not sources:
-        print("error: no PDF files found in the given paths", file=sys.stderr)
+        print(f"error: no files zhiku reads ({READS}) found in the given paths", file=sys.stderr)
         return EXIT_USAGE
 
     from services import StartupError, build_services

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ingest.chunker import Chunk, Chunker
-from ingest.pdf_reader import OpenedPdf, RejectedFile, open_pdf
+from ingest.document import OpenedDocument, RejectedFile
+from ingest.readers import open_document
 from rag.registry import DELETING, INGESTED, INGESTING, REJECTED, DocumentRecord, Registry
 from rag.store import ChunkStore
 
@@ -76,6 +77,7 @@ class Progress:
 
 
 ProgressFn = Callable[[Progress], None]
+Opener = Callable[[Path, int, str], OpenedDocument]  # (path, max bytes, name) -> the opened document
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ class _Parsed:
 
     position: int
     source: SourceFile
-    pdf: OpenedPdf | None = None
+    document: OpenedDocument | None = None
     batches: queue.Queue = field(default_factory=lambda: queue.Queue(maxsize=4))  # _Batch, then _END or an error
     abandoned: threading.Event = field(default_factory=threading.Event)  # the storing side gave up on it
     result: FileResult | None = None  # set when nothing is left to store
@@ -115,6 +117,7 @@ class Ingestor:
         batch_size: int = 32,
         uploads_dir: Path | None = None,
         keep_copies: bool = False,
+        opener: Opener | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -124,6 +127,7 @@ class Ingestor:
         self.uploads_dir = uploads_dir  # copies of uploaded files live here; deleting a document drops its copy
         self.keep_copies = keep_copies and uploads_dir is not None  # copy accepted files there (UI uploads)
         self._lock = threading.Lock()  # one ingest or delete at a time
+        self.opener = opener or open_document  # by suffix: PDF, Word, Markdown, text, HTML, images (OCR)
 
     # -- public -----------------------------------------------------------------------------------------
 
@@ -243,41 +247,41 @@ class Ingestor:
             _put(out, None, stop)
 
     def _open(self, item: _Parsed, batch_hashes: dict[str, str]) -> None:
-        pdf = open_pdf(item.source.path, self.max_bytes, name=item.source.name)
-        record = self.registry.get(pdf.name)
-        if record and record.status == INGESTED and record.sha256 == pdf.sha256:
-            item.result = FileResult(pdf.name, UNCHANGED, None, record.pages, record.chunks)
+        doc = self.opener(item.source.path, self.max_bytes, item.source.name)
+        record = self.registry.get(doc.name)
+        if record and record.status == INGESTED and record.sha256 == doc.sha256:
+            item.result = FileResult(doc.name, UNCHANGED, None, record.pages, record.chunks)
             return
         # Chunk ids derive from the content hash: the same content under a second name is not stored twice.
-        twin = batch_hashes.get(pdf.sha256) or getattr(self.registry.find_by_sha(pdf.sha256), "name", None)
-        if twin and twin != pdf.name:
+        twin = batch_hashes.get(doc.sha256) or getattr(self.registry.find_by_sha(doc.sha256), "name", None)
+        if twin and twin != doc.name:
             item.result = FileResult(
-                pdf.name, UNCHANGED, f"same content as {twin!r}, already indexed", pdf.page_count, 0
+                doc.name, UNCHANGED, f"same content as {twin!r}, already indexed", doc.page_count, 0
             )
             return
-        batch_hashes[pdf.sha256] = pdf.name
-        item.pdf = pdf
+        batch_hashes[doc.sha256] = doc.name
+        item.document = doc
 
     def _read_pages(self, item: _Parsed, file_count: int, notify: ProgressFn, stop: threading.Event) -> None:
         """Read and chunk page by page, handing over a batch as soon as it is full (embedding starts early)."""
-        pdf = item.pdf
-        assert pdf is not None
+        doc = item.document
+        assert doc is not None
 
         def on_page(done: int, total: int) -> None:
-            notify(Progress(pdf.name, item.position, file_count, "pages", done, total))
+            notify(Progress(doc.name, item.position, file_count, "pages", done, total))
 
         pending: list[Chunk] = []
         next_index = 0
         try:
-            for page in pdf.pages(on_page):
-                chunks = self.chunker.split_page(page, pdf.name, pdf.sha256, next_index)
+            for page in doc.pages(on_page):
+                chunks = self.chunker.split_page(page, doc.name, doc.sha256, next_index)
                 next_index += len(chunks)
                 pending += chunks
                 while len(pending) >= self.batch_size:
                     batch, pending = pending[: self.batch_size], pending[self.batch_size :]
                     if not _put(item.batches, _Batch(batch, page.number), stop, item.abandoned):
                         return
-            if pending and not _put(item.batches, _Batch(pending, pdf.page_count), stop, item.abandoned):
+            if pending and not _put(item.batches, _Batch(pending, doc.page_count), stop, item.abandoned):
                 return
             _put(item.batches, _END, stop, item.abandoned)
         except Exception as exc:  # noqa: BLE001 - handed to the storing side, which rolls the file back
@@ -296,15 +300,15 @@ class Ingestor:
 
     def _store_or_roll_back(self, item: _Parsed, file_count: int, notify: ProgressFn) -> FileResult:
         """Store one document; if reading or storing fails, remove its new chunks and keep any earlier version."""
-        assert item.pdf is not None
-        name, sha = item.pdf.name, item.pdf.sha256
+        assert item.document is not None
+        name, sha = item.document.name, item.document.sha256
         # Checked again here, where documents are stored one after another: when the reader looked, an update
         # of another document from this content may have been under way, and been rolled back since.
         twin = self.registry.find_by_sha(sha)
         if twin is not None and twin.name != name:
             item.abandoned.set()
             reason = f"same content as {twin.name!r}, already indexed"
-            return FileResult(name, UNCHANGED, reason, item.pdf.page_count, 0)
+            return FileResult(name, UNCHANGED, reason, item.document.page_count, 0)
         previous = self.registry.get(name)
         try:
             return self._store(item, previous, file_count, notify)
@@ -335,12 +339,12 @@ class Ingestor:
             return FileResult(name, REJECTED_STATUS, reason)
 
     def _store(self, item: _Parsed, previous: DocumentRecord | None, file_count: int, notify: ProgressFn) -> FileResult:
-        pdf = item.pdf
-        assert pdf is not None
+        doc = item.document
+        assert doc is not None
         updating = previous is not None and previous.status in (INGESTED, INGESTING) and previous.sha256
-        path = recorded_path(self._keep_copy(pdf) if self.keep_copies else pdf.path, self.uploads_dir)
-        fields = dict(sha256=pdf.sha256, size=pdf.size, pages=pdf.page_count, path=path)
-        self.registry.put(pdf.name, INGESTING, **fields)
+        path = recorded_path(self._keep_copy(doc) if self.keep_copies else doc.path, self.uploads_dir)
+        fields = dict(sha256=doc.sha256, size=doc.size, pages=doc.page_count, path=path)
+        self.registry.put(doc.name, INGESTING, **fields)
         stored = 0
         while (message := item.batches.get()) is not _END:
             if isinstance(message, BaseException):
@@ -348,17 +352,17 @@ class Ingestor:
             batch = message.chunks
             self.store.add([c.text for c in batch], [c.metadata() for c in batch], [c.id for c in batch])
             stored += len(batch)
-            expected = max(stored, round(stored * pdf.page_count / max(1, message.pages_read)))
-            notify(Progress(pdf.name, item.position, file_count, "chunks", stored, expected))
-        notify(Progress(pdf.name, item.position, file_count, "chunks", stored, stored))
-        self.store.delete_source(pdf.name, keep_sha256=pdf.sha256)
-        self.registry.put(pdf.name, INGESTED, chunks=stored, **fields)
+            expected = max(stored, round(stored * doc.page_count / max(1, message.pages_read)))
+            notify(Progress(doc.name, item.position, file_count, "chunks", stored, expected))
+        notify(Progress(doc.name, item.position, file_count, "chunks", stored, stored))
+        self.store.delete_source(doc.name, keep_sha256=doc.sha256)
+        self.registry.put(doc.name, INGESTED, chunks=stored, **fields)
         if updating and previous and previous.path and previous.path != path:
             self._drop_copy(previous.path)
-        status = UPDATED if updating and previous and previous.sha256 != pdf.sha256 else INGESTED_NEW
-        return FileResult(pdf.name, status, None, pdf.page_count, stored)
+        status = UPDATED if updating and previous and previous.sha256 != doc.sha256 else INGESTED_NEW
+        return FileResult(doc.name, status, None, doc.page_count, stored)
 
-    def _keep_copy(self, document: OpenedPdf) -> Path:
+    def _keep_copy(self, document: OpenedDocument) -> Path:
         assert self.uploads_dir is not None
         target = self.uploads_dir / document.sha256[:16] / document.name
         if not target.is_file():

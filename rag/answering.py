@@ -10,6 +10,7 @@ from typing import Any
 from models.governor import is_out_of_memory
 from models.protocols import ModelProvider
 from models.streaming import SamplingParams
+from rag.citations import place
 from rag.evidence import EvidenceFinder, Quote, Span
 from rag.relevance import RelevanceRule
 from rag.relevance import relevant as relevant_indices
@@ -28,13 +29,20 @@ class Source:
     keyword_score: float = 0.0
     section: str = ""  # the PDF outline's section path, "" when the PDF has no outline
     evidence: tuple[Span, ...] = ()  # the sentences of ``text`` that answer the question, best first
+    location: str = ""  # where it is in a file without pages, "" for a page
+    ocr: bool = False  # its text was read by OCR
+
+    @property
+    def place(self) -> str:
+        return place(self.page, self.location, self.ocr)
 
     @classmethod
     def of(cls, chunk: StoredChunk, evidence: Sequence[Span] = ()) -> Source:
         score = round(chunk.keyword_score, 3)
         return cls(
-            chunk.file, chunk.page, chunk.score, chunk.text, chunk.found_by, score, chunk.section, tuple(evidence)
-        )
+            chunk.file, chunk.page, chunk.score, chunk.text, chunk.found_by, score, chunk.section, tuple(evidence),
+            chunk.location, chunk.ocr,
+        )  # fmt: skip
 
     def as_dict(self) -> dict:
         return {**asdict(self), "evidence": [span.as_dict() for span in self.evidence]}

@@ -146,7 +146,7 @@ def _ask(services, args) -> int:
                 quoted = True
                 print("From your documents / 来自你的文档:")
                 for q in answer.extract:
-                    print(f"  > {q.span.text} — [{q.source + 1}] {q.file} p. {q.page}")
+                    print(f"  > {q.span.text} — [{q.source + 1}] {q.file} {q.place}")
                 print()
             if answer.text and (answer.model or not answer.extract):
                 if not printed and answer.model:
@@ -178,7 +178,7 @@ def _ask(services, args) -> int:
             found = "+".join(source.found_by) or "?"
             section = f", § {source.section}" if source.section else ""
             print(
-                f"  [{i}] {source.file}, page {source.page}{section} ({found}; similarity {source.score:.2f}, "
+                f"  [{i}] {source.file}, {source.place}{section} ({found}; similarity {source.score:.2f}, "
                 f"BM25 {source.keyword_score:.1f}): {snippet}"
             )
     for note in answer.notes:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
+from rag.citations import place
 from rag.grounding import specifics
 from rag.keyword_index import TermStats
 from rag.sentences import split_sentences
@@ -61,9 +62,16 @@ class Quote:
     source: int  # index into the answer's sources
     file: str
     page: int
+    location: str = ""  # as Source.location
+    ocr: bool = False
+
+    @property
+    def place(self) -> str:
+        return place(self.page, self.location, self.ocr)
 
     def as_dict(self) -> dict:
-        return {**self.span.as_dict(), "source": self.source + 1, "file": self.file, "page": self.page}
+        where = {"location": self.location} if self.location else {}
+        return {**self.span.as_dict(), "source": self.source + 1, "file": self.file, "page": self.page, **where}
 
 
 def key_terms(text: str) -> set[str]:
@@ -170,7 +178,11 @@ def support(evidence: list[list[Span]], chunks: Sequence[StoredChunk], claims: S
 
 def extract(evidence: list[list[Span]], chunks: Sequence[StoredChunk], limit: int = EXTRACT) -> list[Quote]:
     """The best sentences over all sources, best first, without repeats: the extractive answer."""
-    quotes = [Quote(span, i, chunks[i].file, chunks[i].page) for i, spans in enumerate(evidence) for span in spans]
+    quotes = [
+        Quote(span, i, chunks[i].file, chunks[i].page, chunks[i].location, chunks[i].ocr)
+        for i, spans in enumerate(evidence)
+        for span in spans
+    ]
     quotes.sort(key=lambda q: -q.span.score)
     chosen: list[Quote] = []
     seen: set[str] = set()

@@ -49,7 +49,7 @@ def format_context(chunks: Sequence[StoredChunk]) -> str:
     """Each chunk under its citation, and the section it sits under when the PDF has an outline."""
 
     def cite(c: StoredChunk) -> str:
-        return f"({c.file}, p. {c.page}, § {c.section})" if c.section else f"({c.file}, p. {c.page})"
+        return f"({c.file}, {c.place}, § {c.section})" if c.section else f"({c.file}, {c.place})"
 
     return "\n\n".join(f"[{i}] {cite(c)}\n{c.text}" for i, c in enumerate(chunks, 1))
 

@@ -63,7 +63,11 @@ class QAService:
         generate: bool = True,
         mode: Mode | None = None,
         history: Sequence[Turn] = (),
+        given: Sequence[StoredChunk] = (),
+        search: bool = True,
     ) -> Iterator[Answer]:
+        """The answer as it grows. ``given``: chunks to answer from ahead of the retrieved ones (an image's text
+        read by OCR); with ``search`` False, only from them."""
         question = question.strip()
         if not question:
             raise ValueError("The question is empty / 问题为空")
@@ -74,6 +78,10 @@ class QAService:
         if searched != question:
             answer.standalone, asked = searched, question
         retrieval, relevant = self.context.relevant(searched, k, answer, mode)
+        if given:  # the retrieval still gives the question's terms and vector, which the evidence needs
+            found_chunks = retrieval.chunks if search else []
+            retrieval = replace(retrieval, chunks=[*given, *found_chunks])
+            relevant = [*given, *(relevant if search else [])]
         if not generate:
             evidence = self.context.evidence(searched, retrieval, retrieval.chunks, asked)
             answer.sources = [Source.of(c, e) for c, e in zip(retrieval.chunks, evidence, strict=True)]
@@ -94,7 +102,7 @@ class QAService:
         if answer.answer_mode != "generate":
             answer.extract = extract(evidence, relevant)
         if answer.answer_mode == "extract":
-            answer.text = "\n".join(f"{q.span.text} ({q.file}, p. {q.page})" for q in answer.extract)
+            answer.text = "\n".join(f"{q.span.text} ({q.file}, {q.place})" for q in answer.extract)
             answer.timings["total_ms"] = (time.perf_counter() - started) * 1000
             answer.done = True
             yield answer

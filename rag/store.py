@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
+from rag.citations import place
 from rag.damage import COLLECTION, StoreDamaged
 from rag.keyword_index import KeywordIndex
 
@@ -31,6 +32,12 @@ class StoredChunk:
     found_by: tuple[str, ...] = ()  # which indexes returned it: DENSE, KEYWORD or both
     keyword_score: float = 0.0  # BM25 for the question's words
     section: str = ""  # the PDF outline's section path, "" if none
+    location: str = ""  # where it is in a file without pages ("lines 12–40", "Install › Linux"), "" for pages
+    ocr: bool = False  # its text was read by OCR
+
+    @property
+    def place(self) -> str:
+        return place(self.page, self.location, self.ocr)
 
     def with_scores(self, **changes) -> StoredChunk:
         return replace(self, **changes)
@@ -213,5 +220,7 @@ def _chunk(chunk_id: str, text: str, meta: dict, similarity: float, found_by: st
         score=round(similarity, 4),
         id=chunk_id,
         section=str(meta.get("section", "")),
+        location=str(meta.get("location", "")),
+        ocr=bool(meta.get("ocr", False)),
         found_by=(found_by,),
     )

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_ingest_folder_json(pdf_dir, english_pdf, chinese_pdf, capsys):
     (pdf_dir / "nested").mkdir()
     make_png_named_pdf(pdf_dir / "nested" / "fake.PDF")
-    (pdf_dir / "readme.txt").write_text("not a pdf and not picked up")
+    (pdf_dir / "notes.xyz").write_text("a type zhiku does not read: not picked up from a folder")
     code = ingest_main([str(pdf_dir), "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 1  # one rejected, the others ingested
@@ -60,7 +60,7 @@ def test_ask_json_and_retrieve_only(english_pdf, chinese_pdf, capsys):
     assert out["answer"] is None
     assert len(out["sources"]) == 2
     assert out["sources"][0]["file"] == "中国文化.pdf" and out["sources"][0]["page"] == 2
-    keys = {"file", "page", "score", "text", "found_by", "keyword_score", "section", "evidence"}
+    keys = {"file", "page", "score", "text", "found_by", "keyword_score", "section", "evidence", "location", "ocr"}
     assert set(out["sources"][0]) == keys
     best = out["sources"][0]["evidence"][0]
     assert out["sources"][0]["text"][best["start"] : best["end"]] == best["text"] and "公里" in best["text"]
@@ -93,7 +93,7 @@ def test_ask_generates_with_sources(english_pdf, capsys):
     assert out["timings"]["first_token_ms"] > 0
     assert rag_main(["ask", "When do zebras cross the Mara River?"]) == 0
     text = capsys.readouterr().out
-    assert "Sources:" in text and "animals.pdf, page 2" in text
+    assert "Sources:" in text and "animals.pdf, p. 2" in text
 
 
 def test_list_and_delete(english_pdf, capsys):

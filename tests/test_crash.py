@@ -90,17 +90,32 @@ def kept_copies(data_dir: Path) -> set[str]:
     return {str(p.relative_to(uploads)) for p in uploads.rglob("*") if p.is_file()}
 
 
+def _other_types(folder: Path, texts: list[str]) -> None:
+    """A Markdown, a GBK text and a Word file of some length, named to come before the PDFs."""
+    from docx import Document
+
+    sections = [f"## Part {p}\n\n" + texts[p % 3] * 3 for p in range(30)]
+    (folder / "a-guide.md").write_text("# Guide\n\n" + "\n\n".join(sections), encoding="utf-8")
+    (folder / "b-notes.txt").write_bytes(("笔记\n\n" + "\n\n".join(t * 3 for t in texts * 10)).encode("gbk"))
+    document = Document()
+    for p in range(30):
+        document.add_heading(f"Chapter {p}", level=1)
+        document.add_paragraph(texts[(p + 1) % 3] * 3)
+    document.save(str(folder / "c-report.docx"))
+
+
 def test_sigkill_mid_ingest_then_rerun_equals_a_clean_run(tmp_path):
     folder = tmp_path / "pdfs"
     texts = [ZEBRA, VOLCANO, CHIP]
     for i in range(5):
         make_pdf(folder / f"doc-{i}.pdf", [f"Document {i}, page {p}. " + texts[(i + p) % 3] * 3 for p in range(25)])
+    _other_types(folder, texts)  # first in the folder's order: their readers are in the run that is killed
 
     clean_dir = tmp_path / "clean"
     clean = ingest(folder, clean_dir)
     assert clean.wait(timeout=600) == 0, clean.stderr.read()
     expected_ids, expected_rows = stored(clean_dir)
-    assert len(expected_rows) == 5 and len(expected_ids) >= 5 * 25
+    assert len(expected_rows) == 8 and len(expected_ids) >= 5 * 25
 
     crashed_dir = tmp_path / "crashed"
     victim = ingest(folder, crashed_dir)

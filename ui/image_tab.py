@@ -1,4 +1,5 @@
-"""The Image tab: a question about an image, answered by the vision model, optionally with the documents."""
+"""The Image tab: a question about an image, answered by the vision model (or, without one, by the chat model
+from the image's text read by OCR), optionally with the documents."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ import gradio as gr
 
 from models.vision import RejectedImage, load_image
 from rag.image_qa import VISION_NOT_CONFIGURED, ImageQuestionError
+
+READS_AS_TEXT_NOTE = (
+    "No vision model is configured: the image is read as text (OCR) and the chat model answers from that text. "
+    "/ 未配置视觉模型：图片先用文字识别（OCR）读成文字，再由对话模型回答。"
+)
 from ui.render import answer_notes, citation_line, progress_text, sources_html
 
 log = logging.getLogger(__name__)
@@ -73,6 +79,8 @@ class ImagePanel:
                     elem_id="image-q",
                 )
                 search = gr.Checkbox(label="Also search my documents / 同时检索我的文档", elem_id="image-docs")
+                if self.services.image_qa.reads_as_text:
+                    gr.Markdown(READS_AS_TEXT_NOTE, elem_id="image-ocr-note")
                 ask = gr.Button("Ask / 提问", variant="primary", elem_id="image-ask")
         answer = gr.Markdown(elem_id="image-answer")
         sources = gr.HTML(elem_id="image-sources")

@@ -70,7 +70,8 @@ def sources_html(sources: Sequence[Source], link: Callable[[Source], str | None]
         quotes = "".join(f'<div class="zhiku-quote">“{html.escape(e.text)}”</div>' for e in source.evidence[:1])
         items.append(
             '<details class="zhiku-source">'
-            f"<summary>[{i}] {html.escape(source.file)} — p. {source.page}{section} {index_badges(source.found_by)} "
+            f"<summary>[{i}] {html.escape(source.file)} — {html.escape(source.place)}{section} "
+            f"{index_badges(source.found_by)} "
             f'<span class="zhiku-score">(similarity {source.score:.2f}, BM25 {source.keyword_score:.1f})</span>'
             f"{opener}{quotes}</summary>"
             f'<div class="zhiku-chunk">{highlighted(source.text, source.evidence)}</div></details>'
@@ -93,7 +94,7 @@ def answer_markdown(answer: Answer) -> str:
         parts.append(f"_Searched for / 检索: {answer.standalone}_")
     if answer.extract:
         quotes = "\n".join(  # one line each: a PDF's line breaks would split the quote
-            f"> {' '.join(q.span.text.split())} — [{q.source + 1}] {q.file} p. {q.page}" for q in answer.extract
+            f"> {' '.join(q.span.text.split())} — [{q.source + 1}] {q.file} {q.place}" for q in answer.extract
         )
         parts.append(f"**From your documents / 来自你的文档**\n{quotes}")
     if answer.model and answer.text is not None:
@@ -110,7 +111,7 @@ def answer_markdown(answer: Answer) -> str:
 def citation_line(sources: Sequence[Source]) -> str:
     if not sources:
         return ""
-    cited = "; ".join(f"{s.file} p. {s.page}" for s in sources)
+    cited = "; ".join(f"{s.file} {s.place}" for s in sources)
     return f"\n\n— Sources / 来源: {cited}"
 
 

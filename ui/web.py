@@ -9,6 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 from ingest.pipeline import Progress, SourceFile
+from ingest.readers import READS, SUFFIXES
 from rag.followup import Turn
 from ui.image_tab import ImagePanel
 from ui.pdf_links import add_pdf_route, pdf_link
@@ -82,8 +83,8 @@ class ZhikuUI:
         return rows, names, message
 
     def link(self, source) -> str | None:
-        """Where the source's PDF opens at its page, when zhiku keeps a copy of it."""
-        if self.services.ingestor.stored_file(source.file) is None:
+        """Where the source's PDF opens at its page, when zhiku keeps a copy of it (other types get no link)."""
+        if not source.file.lower().endswith(".pdf") or self.services.ingestor.stored_file(source.file) is None:
             return None
         return pdf_link(source.file, source.page)
 
@@ -140,9 +141,9 @@ class ZhikuUI:
                         clear = gr.Button("Clear chat / 清空")
                 with gr.Tab("Documents / 文档", id="documents"):
                     files = gr.File(
-                        label="Drop PDFs here / 拖放 PDF 到这里",
+                        label=f"Drop files here / 拖放文件到这里 ({READS})",
                         file_count="multiple",
-                        file_types=[".pdf"],
+                        file_types=sorted(SUFFIXES),
                         elem_id="upload",
                     )
                     status = gr.Markdown(elem_id="ingest-status")

@@ -75,7 +75,7 @@ def test_one_bad_file_never_stops_the_others(services, pdf_dir, english_pdf, chi
     assert results["中国文化.pdf"].status == "ingested"
     assert results["empty.pdf"].reason == "empty file (0 bytes)"
     assert results["picture.pdf"].reason == "not a PDF: the content is a PNG image"
-    assert results["scan.pdf"].reason.startswith("no text layer, probably scanned")
+    assert results["scan.pdf"].reason == "no text layer, and OCR found no text either (2 pages)"
     rejected = {r.name: r.reason for r in services.registry.all() if r.status == REJECTED}
     assert set(rejected) == {"empty.pdf", "picture.pdf", "scan.pdf"}
     assert report.totals()["rejected"] == 3 and report.totals()["ingested"] == 2
@@ -243,7 +243,7 @@ def test_scanned_new_version_keeps_the_indexed_one(services, pdf_dir, english_pd
     result = services.ingestor.ingest(sources(english_pdf)).files[0]
     assert result.status == "rejected"
     assert result.reason == (
-        "no text layer, probably scanned (2 pages, no extractable text) (the previously indexed version is kept)"
+        "no text layer, and OCR found no text either (2 pages) (the previously indexed version is kept)"
     )
     assert stored_ids(services.store, "animals.pdf") == before
     record = services.registry.get("animals.pdf")

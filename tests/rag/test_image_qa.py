@@ -55,15 +55,74 @@ def test_bad_image_names_the_file(vision_services, tmp_path):
     assert not vision_services.governor.loaded("vision")  # refused before any model was loaded
 
 
-def test_without_a_vision_model_it_says_how_to_configure(services, red_png):
-    assert not services.image_qa.available
-    with pytest.raises(VisionNotConfigured, match="ZHIKU_VISION_MODEL"):
-        services.image_qa.ask("What is this?", red_png)
+def test_without_a_vision_model_and_with_ocr_off_it_says_how_to_configure(settings, red_png):
+    from services import build_services
+
+    built = build_services(settings.model_copy(update={"ocr": "off"}))
+    try:
+        assert not built.image_qa.available
+        with pytest.raises(VisionNotConfigured, match="ZHIKU_VISION_MODEL"):
+            built.image_qa.ask("What is this?", red_png)
+    finally:
+        built.close()
+
+
+def _notice(path, lines):
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.new("RGB", (900, 80 + 60 * len(lines)), "white")
+    draw = ImageDraw.Draw(image)
+    for i, line in enumerate(lines):
+        draw.text((40, 40 + 60 * i), line, fill="black", font=ImageFont.load_default(size=36))
+    image.save(path)
+    return path
+
+
+def test_without_a_vision_model_the_chat_model_answers_from_the_images_text(services, english_pdf, tmp_path):
+    """The CPU default: the image is read by OCR; the answer cites it as a page read by OCR and says so."""
+    notice = _notice(tmp_path / "notice.png", ["Staff meeting on Friday at 3 pm", "in room 204 of the library."])
+    assert services.image_qa.available and services.image_qa.reads_as_text
+    answer = services.image_qa.ask("When is the staff meeting?", notice)
+    assert answer.done and answer.text
+    image_source = answer.sources[0]
+    assert image_source.file == "notice.png" and image_source.ocr and image_source.place == "p. 1 (OCR)"
+    assert "Friday" in image_source.text and "204" in image_source.text
+    assert any("read as text by OCR" in note for note in answer.notes)
+    assert answer.timings["ocr_ms"] > 0
+    assert answer.extract and "Friday" in answer.extract[0].span.text  # the evidence comes from the image's text
+    # "also search my documents": the documents' chunks follow the image's text
+    services.ingestor.ingest([SourceFile(english_pdf, english_pdf.name)])
+    both = services.image_qa.ask("When do zebras cross the Mara River?", notice, search_documents=True)
+    assert [s.file for s in both.sources][:1] == ["notice.png"]
+    assert "animals.pdf" in {s.file for s in both.sources}
+
+
+def test_the_vision_model_can_be_given_the_images_text_too(settings, tiny_llava, tmp_path):
+    from services import build_services
+
+    notice = _notice(tmp_path / "notice.png", ["Staff meeting on Friday at 3 pm"])
+    lengths = {}
+    for with_text in (False, True):
+        update = {"vision_model": str(tiny_llava), "vision_ocr": with_text}
+        built = build_services(settings.model_copy(update=update))
+        try:
+            answer = built.image_qa.ask("When is the meeting?", notice)
+            lengths[with_text] = answer.timings["prompt_tokens"]
+        finally:
+            built.close()
+    assert lengths[True] > lengths[False] + 5  # the text read by OCR went into the vision model's prompt
+
+
+def test_an_image_without_text_and_no_vision_model_says_so(services, red_png):
+    answer = services.image_qa.ask("What is this?", red_png)
+    assert answer.done and "No text could be read in the image" in answer.text and answer.sources == []
 
 
 def test_cli_image_question(monkeypatch, tiny_llava, red_png, tmp_path, capsys):
-    assert rag_main(["ask", "What is this?", "--image", str(red_png)]) == 1  # no vision model configured
+    monkeypatch.setenv("ZHIKU_OCR", "off")
+    assert rag_main(["ask", "What is this?", "--image", str(red_png)]) == 1  # no vision model, no OCR
     assert "ZHIKU_VISION_MODEL" in capsys.readouterr().err
+    monkeypatch.setenv("ZHIKU_OCR", "auto")
     monkeypatch.setenv("ZHIKU_VISION_MODEL", str(tiny_llava))
     assert rag_main(["ask", "What is this?", "--image", str(red_png), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)

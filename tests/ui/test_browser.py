@@ -172,12 +172,12 @@ def test_drop_ask_read_source_delete_in_a_real_browser(zhiku_browser, screenshot
     expect(options).to_have_text(["长城简介.pdf"], use_inner_text=True)
     page.keyboard.press("Escape")
 
-    # -- Image: no vision model configured, and the tab says how to turn it on -------------------------------
+    # -- Image: no vision model configured, so images are read as text by OCR, and the tab says so ----------
     open_tab(page, "Image / 图片")
-    vision_off = page.locator("#vision-off")
-    expect(vision_off).to_be_visible()
-    expect(vision_off).to_contain_text("Image questions are off / 图片问答未启用")
-    expect(vision_off).to_contain_text("ZHIKU_VISION_MODEL")
+    note = page.locator("#image-ocr-note")
+    expect(note).to_be_visible()
+    expect(note).to_contain_text("read as text (OCR)")
+    expect(page.locator("#vision-off")).to_have_count(0)
     page.screenshot(path=screenshot_dir / "image.png", full_page=True)
 
     # -- System: the models table with the resident chat model and the embedder -----------------------------

@@ -105,11 +105,11 @@ def test_system_tab_lists_models_and_unloads(server, client, english_pdf):
     assert next(m for m in services.governor.state().models if m.name == "chat").pinned
 
 
-def test_image_tab_says_when_no_vision_model_is_configured(server):
+def test_image_tab_says_images_are_read_as_text_without_a_vision_model(server):
     import urllib.request
 
     config = urllib.request.urlopen(server[1] + "config", timeout=30).read().decode()
-    assert "Image questions are off" in config and "ZHIKU_VISION_MODEL" in config
+    assert "read as text (OCR)" in config and "Image questions are off" not in config
 
 
 def test_image_question_in_the_browser_api(settings, tiny_llava, red_png, english_pdf, tmp_path):
