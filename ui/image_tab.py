@@ -10,12 +10,12 @@ import gradio as gr
 
 from models.vision import RejectedImage, load_image
 from rag.image_qa import VISION_NOT_CONFIGURED, ImageQuestionError
+from ui.render import answer_notes, citation_line, progress_text, sources_html
 
 READS_AS_TEXT_NOTE = (
     "No vision model is configured: the image is read as text (OCR) and the chat model answers from that text. "
     "/ 未配置视觉模型：图片先用文字识别（OCR）读成文字，再由对话模型回答。"
 )
-from ui.render import answer_notes, citation_line, progress_text, sources_html
 
 log = logging.getLogger(__name__)
 
