@@ -14,7 +14,7 @@ from settings import Settings  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="zhiku 知库: local, offline question answering over your PDFs")
+    p = argparse.ArgumentParser(description="zhiku 知库: local, offline question answering over your documents")
     p.add_argument("--host", help="bind address (default 127.0.0.1, setting ZHIKU_HOST)")
     p.add_argument("--port", type=int, help="port (default 7860, setting ZHIKU_PORT)")
     p.add_argument("--data-dir", help="data directory (default ./data, setting ZHIKU_DATA_DIR)")

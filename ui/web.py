@@ -122,7 +122,7 @@ class ZhikuUI:
 
     def build(self) -> gr.Blocks:
         with gr.Blocks(title="zhiku 知库") as blocks:
-            gr.Markdown("# zhiku 知库\nLocal, offline question answering over your PDFs. 本地离线文档问答。")
+            gr.Markdown("# zhiku 知库\nLocal, offline question answering over your documents. 本地离线文档问答。")
             with gr.Tabs():
                 with gr.Tab("Chat / 问答", id="chat"):
                     chatbot = gr.Chatbot(label="zhiku", height=480, elem_id="chatbot")
