@@ -98,6 +98,34 @@ def check_size(path: Path, max_bytes: int) -> int:
     return size
 
 
+_BINARY = [
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"%PDF-", "a PDF document"),
+    (b"PK\x03\x04", "a ZIP archive or an Office document"),
+    (b"PK\x05\x06", "an empty ZIP archive"),
+    (b"\xd0\xcf\x11\xe0", "an old Microsoft Office document"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"Rar!\x1a\x07", "a RAR archive"),
+    (b"\x7fELF", "a program"),
+    (b"SQLite format 3\x00", "an SQLite database"),
+]
+_TEXT_FORMATS = [(b"{\\rtf", "an RTF document"), (b"<!DOCTYPE html", "an HTML page"), (b"<html", "an HTML page")]
+
+
+def binary_kind(head: bytes) -> str | None:
+    """What a binary file's first bytes say it is ("a PNG image"), or None."""
+    return next((what for magic, what in _BINARY if head.startswith(magic)), None)
+
+
+def content_kind(head: bytes) -> str | None:
+    """What a file's first bytes say it is, binary or a text format ("an HTML page"), or None."""
+    text_format = next((what for magic, what in _TEXT_FORMATS if head.lstrip().startswith(magic)), None)
+    return binary_kind(head) or text_format
+
+
 def short_error(exc: BaseException) -> str:
     """An exception as a short phrase for a rejection reason."""
     text = str(exc).strip() or type(exc).__name__

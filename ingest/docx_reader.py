@@ -16,9 +16,9 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from ingest.document import RejectedFile, check_size, file_sha256, short_error
+from ingest.document import RejectedFile, binary_kind, check_size, file_sha256, short_error
 from ingest.parts import Block, OpenedParts, Section, opened_parts, paragraph_range, section_parts, split_block
-from ingest.text_reader import binary_kind, decode_text
+from ingest.text_reader import decode_text
 
 __all__ = ["open_docx"]
 

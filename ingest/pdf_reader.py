@@ -8,7 +8,16 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from ingest.document import NO_OCR, OcrSetting, Page, RejectedFile, check_size, file_sha256, short_error
+from ingest.document import (
+    NO_OCR,
+    OcrSetting,
+    Page,
+    RejectedFile,
+    check_size,
+    content_kind,
+    file_sha256,
+    short_error,
+)
 from ingest.pdf_outline import Outline, read_outline
 from ingest.text_clean import clean_page_text
 
@@ -17,17 +26,6 @@ log = logging.getLogger(__name__)
 # A page with fewer characters than this is treated as having no text layer.
 MIN_PAGE_CHARS = 3
 OCR_DPI = 200  # pages without a text layer are rendered at this resolution for OCR
-
-_MAGIC = [
-    (b"\x89PNG", "a PNG image"),
-    (b"\xff\xd8\xff", "a JPEG image"),
-    (b"GIF8", "a GIF image"),
-    (b"PK\x03\x04", "a ZIP archive (Word/Excel/…)"),
-    (b"\xd0\xcf\x11\xe0", "an old Microsoft Office document"),
-    (b"{\\rtf", "an RTF document"),
-    (b"<!DOCTYPE html", "an HTML page"),
-    (b"<html", "an HTML page"),
-]
 
 
 PdfPage = Page  # a PDF's parts are its physical pages
@@ -50,7 +48,7 @@ def check_file(path: Path, max_bytes: int) -> int:
     with path.open("rb") as handle:
         head = handle.read(1024)
     if b"%PDF-" not in head:
-        kind = next((what for magic, what in _MAGIC if head.lstrip().startswith(magic)), None)
+        kind = content_kind(head)
         raise RejectedFile(f"not a PDF: the content is {kind}" if kind else "not a PDF (no %PDF header)")
     return size
 

@@ -17,25 +17,11 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from ingest.document import RejectedFile, check_size
+from ingest.document import RejectedFile, binary_kind, check_size
 from ingest.parts import Block, OpenedParts, Section, line_range, opened_parts, section_parts, split_block
 
-__all__ = ["binary_kind", "decode_text", "open_markdown", "open_text"]
+__all__ = ["decode_text", "open_markdown", "open_text"]
 
-_MAGIC = [
-    (b"\x89PNG", "a PNG image"),
-    (b"\xff\xd8\xff", "a JPEG image"),
-    (b"GIF8", "a GIF image"),
-    (b"%PDF-", "a PDF document"),
-    (b"PK\x03\x04", "a ZIP archive or an Office document"),
-    (b"PK\x05\x06", "an empty ZIP archive"),
-    (b"\xd0\xcf\x11\xe0", "an old Microsoft Office document"),
-    (b"\x1f\x8b", "a gzip archive"),
-    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
-    (b"Rar!\x1a\x07", "a RAR archive"),
-    (b"\x7fELF", "a program"),
-    (b"SQLite format 3\x00", "an SQLite database"),
-]
 _BOMS = [  # UTF-32 first: its little-endian BOM starts with UTF-16's
     (b"\xff\xfe\x00\x00", "utf-32"),
     (b"\x00\x00\xfe\xff", "utf-32"),
@@ -47,11 +33,6 @@ _MAX_CONTROL_SHARE = 0.01
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f-\x9f]")  # not tab, line ends, form feed, escape
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _SAMPLE = 1 << 16
-
-
-def binary_kind(head: bytes) -> str | None:
-    """What a binary file's first bytes say it is ("a PNG image"), or None."""
-    return next((what for magic, what in _MAGIC if head.startswith(magic)), None)
 
 
 def decode_text(data: bytes, what: str = "a text file", declared: str | None = None) -> tuple[str, str]:
