@@ -181,7 +181,8 @@ def _scale(
 def _tile(
     x_ptr, stride_x, w_ptr, absmax_ptr, code_ptr, nested_code_ptr, nested_absmax_ptr, offset, rows, N, K, K2, kb0,
     B: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, ITERS: tl.constexpr, NESTED: tl.constexpr,
-    NB2: tl.constexpr, DECODE: tl.constexpr, ASM: tl.constexpr, HALF: tl.constexpr,
+    NB2: tl.constexpr, DECODE: tl.constexpr, ASM: tl.constexpr, HALF: tl.constexpr, DOT: tl.constexpr,
+    XROWS: tl.constexpr,
 ):  # fmt: skip
     """fp32 [BP, BN]: rows ``rows`` of one NF4 weight times the inputs, over scale blocks kb0 … kb0 + ITERS - 1.
 
@@ -198,19 +199,42 @@ def _tile(
     scale = _scale(absmax_ptr, nested_code_ptr, nested_absmax_ptr, offset, rows[:, None] * (K // 64) + blocks[None, :],
                    ok, NESTED, NB2)  # fmt: skip
     if BP == 1:
-        return tl.sum(_block_dots(even, odd, x_ptr, blocks, K, HALF) * scale, axis=1)[None, :]
+        return tl.sum(_block_dots(even, odd, x_ptr, blocks, K, HALF, rows, XROWS) * scale, axis=1)[None, :]
+    if DOT:
+        return _tile_dot(even, odd, scale, x_ptr, stride_x, kb0, K, B, BP, BN, ITERS)
     b = tl.arange(0, BP)[:, None]
     out = tl.zeros((BP, BN), dtype=tl.float32)
     for i in tl.static_range(B):
-        total = tl.sum(_block_dots(even, odd, x_ptr + i * stride_x, blocks, K, HALF) * scale, axis=1)
+        total = tl.sum(_block_dots(even, odd, x_ptr + i * stride_x, blocks, K, HALF, rows, XROWS) * scale, axis=1)
         out = tl.where(b == i, total[None, :], out)
     return out
 
 
 @triton.jit
-def _block_dots(even, odd, x_ptr, blocks, K, HALF: tl.constexpr):
-    """[BN, ITERS]: each block's values times its 64 inputs, read as 32 words of (even, odd) 16-bit pairs."""
+def _tile_dot(even, odd, scale, x_ptr, stride_x, kb0, K, B: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
+              ITERS: tl.constexpr):  # fmt: skip
+    """fp32 [BP, BN] on the tensor cores (BP ≥ 16 sequences' slots): the values scaled to fp16 weights, each
+    high nibble's beside its low nibble's, one matrix product over the tile's ITERS * 64 weights per row."""
+    scale = scale.to(tl.float16)[:, :, None]  # (the table decode's values are fp32: made fp16 too)
+    weights = tl.join(even.to(tl.float16) * scale, odd.to(tl.float16) * scale)
+    weights = tl.reshape(weights, (BN, ITERS * 64))  # per row: block, pair, (even, odd)
+    # joined, the columns are in the inputs' own order (block, pair, even/odd): the inputs load as they lie
+    b = tl.arange(0, BP)
+    k = kb0 * 64 + tl.arange(0, ITERS * 64)
+    ok = (b < B)[:, None] & (k < K)[None, :]
+    inputs = tl.load(x_ptr + b[:, None] * stride_x + k[None, :], mask=ok, other=0.0).to(tl.float16)
+    return tl.trans(tl.dot(weights, tl.trans(inputs), out_dtype=tl.float32))
+
+
+@triton.jit
+def _block_dots(even, odd, x_ptr, blocks, K, HALF: tl.constexpr, rows, XROWS: tl.constexpr):
+    """[BN, ITERS]: each block's values times its 64 inputs, read as 32 words of (even, odd) 16-bit pairs.
+
+    XROWS=1: the inputs are loaded once per row (from the L1 cache), addressed in the weights' own 3-D shape,
+    instead of once and spread over the rows through shared memory (a layout conversion, with barriers)."""
     j = blocks[:, None] * 32 + tl.arange(0, 32)[None, :]
+    if XROWS:
+        j = j[None, :, :] + (rows * 0)[:, None, None]
     pair = tl.load(x_ptr.to(tl.pointer_type(tl.uint32), bitcast=True) + j, mask=j < K // 2, other=0)
     if x_ptr.dtype.element_ty == tl.bfloat16:  # bf16 -> fp32 is the 16 bits moved up
         x_even = (pair << 16).to(tl.float32, bitcast=True)
@@ -218,10 +242,12 @@ def _block_dots(even, odd, x_ptr, blocks, K, HALF: tl.constexpr):
     else:
         x_even = (pair & 0xFFFF).to(tl.uint16).to(tl.float16, bitcast=True).to(tl.float32)
         x_odd = (pair >> 16).to(tl.uint16).to(tl.float16, bitcast=True).to(tl.float32)
+    if not XROWS:
+        x_even, x_odd = x_even[None, :, :], x_odd[None, :, :]
     if HALF:  # products and the block's sum in fp16 pairs (two weights an instruction), scaled in fp32
-        dot = even * x_even.to(tl.float16)[None, :, :] + odd * x_odd.to(tl.float16)[None, :, :]
+        dot = even * x_even.to(tl.float16) + odd * x_odd.to(tl.float16)
         return tl.sum(dot, axis=2).to(tl.float32)
-    return tl.sum(even.to(tl.float32) * x_even[None, :, :] + odd.to(tl.float32) * x_odd[None, :, :], axis=2)
+    return tl.sum(even.to(tl.float32) * x_even + odd.to(tl.float32) * x_odd, axis=2)
 
 
 @triton.jit
@@ -255,13 +281,18 @@ def _partials(part_ptr, s, NT, cols, rows, n, B: tl.constexpr, BP: tl.constexpr,
 
 
 @triton.jit
-def _sum_partials(part_ptr, S, NT, cols, rows, n, B: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr):
+def _sum_partials(part_ptr, S, NT, cols, rows, n, B: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
+                  SP: tl.constexpr):  # fmt: skip
+    """The S partial sums of the rows, CH of them per load (all in flight at once), added in a fixed order."""
+    CH: tl.constexpr = 16 // BP if BP < 16 else 1
     b = tl.arange(0, BP)
     ok = (b < B)[:, None] & (rows < n)[None, :]
     total = tl.zeros((BP, BN), dtype=tl.float32)
-    for t in range(0, S):  # a fixed order: the same sum on every run
-        at = part_ptr + (t * B + b)[:, None] * NT + cols[None, :]
-        total += tl.load(at, mask=ok, other=0.0, cache_modifier=".cg")
+    for c in tl.static_range(0, SP, CH):
+        t = c + tl.arange(0, CH)
+        at = part_ptr + (t[:, None, None] * B + b[None, :, None]) * NT + cols[None, None, :]
+        part = tl.load(at, mask=(t < S)[:, None, None] & ok[None, :, :], other=0.0, cache_modifier=".cg")
+        total += tl.sum(part, axis=0)
     return total
 
 
@@ -273,7 +304,7 @@ def nf4_gemv_kernel(
     w3_ptr, absmax3_ptr, nested_code3_ptr, nested_absmax3_ptr, offset3, N3,
     B: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, ITERS: tl.constexpr,
     NESTED: tl.constexpr, NB2: tl.constexpr, EPILOGUE: tl.constexpr, WEIGHTS: tl.constexpr, DECODE: tl.constexpr,
-    ASM: tl.constexpr, HALF: tl.constexpr,
+    ASM: tl.constexpr, HALF: tl.constexpr, DOT: tl.constexpr, SP: tl.constexpr, XROWS: tl.constexpr,
 ):  # fmt: skip
     """Program (row block, K slice). PLAIN/RESIDUAL: the row blocks of weights 1..WEIGHTS one after another,
     out[b, N1 + … + n] side by side; SILU_MUL: weights 1 (gate) and 2 (up) on the same rows, out [B, N1]."""
@@ -290,38 +321,38 @@ def nf4_gemv_kernel(
         n = N1
         acc = _tile(x_ptr, stride_x, w1_ptr, absmax1_ptr, code_ptr, nested_code1_ptr,
                     nested_absmax1_ptr, offset1, rows, N1, K, K2, kb0,
-                    B, BP, BN, ITERS, NESTED, NB2, DECODE, ASM, HALF)  # fmt: skip
+                    B, BP, BN, ITERS, NESTED, NB2, DECODE, ASM, HALF, DOT, XROWS)  # fmt: skip
     elif pid < blocks1 + blocks2:
         rows = (pid - blocks1) * BN + local
         base = N1
         n = N2
         acc = _tile(x_ptr, stride_x, w2_ptr, absmax2_ptr, code_ptr, nested_code2_ptr,
                     nested_absmax2_ptr, offset2, rows, N2, K, K2, kb0,
-                    B, BP, BN, ITERS, NESTED, NB2, DECODE, ASM, HALF)  # fmt: skip
+                    B, BP, BN, ITERS, NESTED, NB2, DECODE, ASM, HALF, DOT, XROWS)  # fmt: skip
     else:
         rows = (pid - blocks1 - blocks2) * BN + local
         base = N1 + N2
         n = N3
         acc = _tile(x_ptr, stride_x, w3_ptr, absmax3_ptr, code_ptr, nested_code3_ptr,
                     nested_absmax3_ptr, offset3, rows, N3, K, K2, kb0,
-                    B, BP, BN, ITERS, NESTED, NB2, DECODE, ASM, HALF)  # fmt: skip
+                    B, BP, BN, ITERS, NESTED, NB2, DECODE, ASM, HALF, DOT, XROWS)  # fmt: skip
     _partials(part_ptr, s, NT, base + rows, rows, n, B, BP, acc)
     if EPILOGUE == 2:
         up = _tile(x_ptr, stride_x, w2_ptr, absmax2_ptr, code_ptr, nested_code2_ptr,
                     nested_absmax2_ptr, offset2, rows, N1, K, K2, kb0,
-                    B, BP, BN, ITERS, NESTED, NB2, DECODE, ASM, HALF)  # fmt: skip
+                    B, BP, BN, ITERS, NESTED, NB2, DECODE, ASM, HALF, DOT, XROWS)  # fmt: skip
         _partials(part_ptr, s, NT, N1 + rows, rows, n, B, BP, up)
     done = tl.atomic_add(count_ptr + pid, 1, sem="acq_rel")
     if done == S - 1:  # the last slice of this row block: add the partials, apply the epilogue
         dtype = out_ptr.dtype.element_ty
         b = tl.arange(0, BP)
         ok = (b < B)[:, None] & (rows < n)[None, :]
-        y = _sum_partials(part_ptr, S, NT, base + rows, rows, n, B, BP, BN).to(dtype).to(tl.float32)
+        y = _sum_partials(part_ptr, S, NT, base + rows, rows, n, B, BP, BN, SP).to(dtype).to(tl.float32)
         if EPILOGUE == 1:
             res = tl.load(res_ptr + b[:, None] * stride_res + (base + rows)[None, :], mask=ok, other=0.0)
             y = y + res.to(tl.float32)
         if EPILOGUE == 2:
-            up = _sum_partials(part_ptr, S, NT, N1 + rows, rows, n, B, BP, BN).to(dtype).to(tl.float32)
+            up = _sum_partials(part_ptr, S, NT, N1 + rows, rows, n, B, BP, BN, SP).to(dtype).to(tl.float32)
             gate = (y / (1.0 + tl.exp(-y))).to(dtype).to(tl.float32)
             y = gate * up
         tl.store(out_ptr + b[:, None] * stride_out + (base + rows)[None, :], y.to(dtype), mask=ok)
@@ -330,9 +361,9 @@ def nf4_gemv_kernel(
 
 TABLE, PRMT = 0, 1  # how nibbles become values: loads from the code table, or byte permutes (PTX, CUDA only)
 CONFIGS = [
-    triton.Config({"BN": n, "ITERS": i, "DECODE": PRMT, "HALF": half}, num_warps=w, num_stages=1)
-    for n, i, w, half in [
-        (64, 4, 4, 1), (64, 8, 4, 1), (128, 4, 4, 1), (32, 8, 4, 1), (64, 4, 4, 0), (32, 4, 2, 1),
+    triton.Config({"BN": n, "ITERS": i, "DECODE": PRMT, "HALF": half, "XROWS": xrows}, num_warps=w, num_stages=1)
+    for n, i, w, half, xrows in [
+        (64, 4, 4, 1, 0), (64, 4, 4, 1, 1), (128, 4, 4, 1, 0), (32, 8, 4, 1, 0), (32, 4, 2, 1, 0), (32, 4, 2, 1, 1),
     ]
 ]  # fmt: skip
 MIN_SLICE = 64 * min(c.kwargs["ITERS"] for c in CONFIGS)  # weights along K one program covers
@@ -386,6 +417,7 @@ def _launch(x, weights: list[Nf4Weight], epilogue: int, residual, out, config):
     part_cols = 2 * first.n if pair else out_cols
     config = DEFAULT_CONFIG if config is None else config
     slices = triton.cdiv(k, MIN_SLICE if config == "tune" else 64 * config["ITERS"])
+    slices_pow2 = triton.next_power_of_2(slices)  # the most partial sums a row may have (tuned: any tiling)
     partials = torch.empty((slices, batch, part_cols), dtype=torch.float32, device=x.device)
     counters = _counters.get(x.device)
     if counters is None:
@@ -396,16 +428,18 @@ def _launch(x, weights: list[Nf4Weight], epilogue: int, residual, out, config):
     args += [k, k // 2, part_cols]  # K/2 as its own argument: Triton then knows rows start 16-byte aligned
     for w in padded:
         args += [w.packed, w.absmax, w.nested_code, w.nested_absmax, w.offset, w.n]
-    shape = dict(B=batch, BP=triton.next_power_of_2(batch), NESTED=first.nested, NB2=first.nested_block)
-    shape.update(EPILOGUE=epilogue, WEIGHTS=len(weights), ASM=first.asm)
+    config = {} if config == "tune" else dict(config)
+    dot = config.pop("DOT", 1) if batch > 1 else config.pop("DOT", 0) * 0  # batch 2-8: tensor cores, 16 slots
+    shape = dict(B=batch, BP=16 if dot else triton.next_power_of_2(batch), NESTED=first.nested, DOT=dot)
+    shape.update(NB2=first.nested_block, EPILOGUE=epilogue, WEIGHTS=len(weights), ASM=first.asm, SP=slices_pow2)
     grid = _grid(weights, pair)
-    if config == "tune":
+    if not config:
         _tuned[grid](*args, **shape)
     else:
-        config = dict(config)
         warps = config.pop("num_warps", 4)
         config.setdefault("DECODE", PRMT if x.is_cuda and not _interpreting() else TABLE)
         config.setdefault("HALF", 1)
+        config.setdefault("XROWS", 0)
         nf4_gemv_kernel[grid(config)](*args, **shape, **config, num_warps=warps, num_stages=1)
     return out
 

@@ -35,21 +35,36 @@ def test_dequantize_reads_bitsandbytes_layout_exactly():
     assert torch.equal(weight.dequantize().to(torch.bfloat16).float(), reference)
 
 
-SHAPES = [(96, 192, 1, 0), (37, 320, 3, 1), (130, 640, 8, 1)]
+SHAPES = [
+    (96, 192, 1, 0, 0, 0),
+    (96, 192, 1, 1, 0, 1),
+    (37, 320, 3, 1, 1, 0),
+    (37, 320, 3, 1, 0, 1),
+    (130, 640, 8, 1, 1, 0),
+]
 if DEVICE == "cuda":  # compiled, the LLaMA-2-13B weight shapes and a few odd ones too (interpreting them is slow)
     SHAPES += [
-        (n, k, batch, half)
+        (n, k, batch, half, dot, xrows)
         for n, k in [(5120, 5120), (13824, 5120), (5120, 13824), (1000, 576), (37, 128), (96, 11008), (1536, 576)]
-        for batch, half in [(1, 0), (1, 1), (3, 1), (8, 0)]
+        for batch, half, dot, xrows in [
+            (1, 0, 0, 0),
+            (1, 1, 0, 0),
+            (1, 1, 0, 1),
+            (3, 1, 1, 0),
+            (3, 1, 0, 1),
+            (8, 0, 1, 0),
+        ]
     ]
 
 
-@pytest.mark.parametrize("n,k,batch,half", SHAPES)
-def test_nf4_products_with_each_epilogue_match_the_dequantized_weights(n, k, batch, half):
+@pytest.mark.parametrize("n,k,batch,half,dot,xrows", SHAPES)
+def test_nf4_products_with_each_epilogue_match_the_dequantized_weights(n, k, batch, half, dot, xrows):
     from models.nf4_gemv import nf4_gemv, nf4_gemv_stacked
 
     generator = torch.Generator().manual_seed(n + k + batch)
-    config = dict(SMALL, HALF=half)  # on a GPU the nibbles are decoded by byte permutes, else by table loads
+    # on a GPU the nibbles are decoded by byte permutes, else by table loads; DOT: batches on the tensor cores;
+    # XROWS: inputs loaded per row
+    config = dict(SMALL, HALF=half, DOT=dot, XROWS=xrows)
     weight, w = _quantized(n, k, generator)
     x = torch.randn(batch, k, generator=generator).to(DTYPE).to(DEVICE)
     reference = x.float() @ w.T
