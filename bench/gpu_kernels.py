@@ -74,7 +74,7 @@ def _rel(out, reference) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "gpu_kernels.json")
-    parser.add_argument("--quick", action="store_true", help="check the 13B shapes at batch 1 only")
+    parser.add_argument("--quick", action="store_true", help="check the 13B shapes at batch 1 and 4 only")
     args = parser.parse_args()
 
     import bitsandbytes as bnb
@@ -91,7 +91,7 @@ def main() -> int:
     for name, (n, k) in (SHAPES_13B if args.quick else {**SHAPES_13B, **ODD_SHAPES}).items():
         packed, state = quantized(n, k, generator)
         weight = Nf4Weight.from_state(packed, state)
-        for batch in (1,) if args.quick else (1, 8):
+        for batch in (1, 4) if args.quick else (1, 4, 8):
             errors = check(packed, state, batch, generator)
             worst = max(worst, *errors.values())
             row = {"shape": name, "N": n, "K": k, "B": batch, **{f"err_{e}": v for e, v in errors.items()}}
@@ -162,8 +162,13 @@ def _layer_stack(generator, bandwidth: float) -> list[dict]:
     for config in configs:
         rows.append(row("zhiku", 1, config, ours))
         print(rows[-1], flush=True)
-    best = min(rows[1:], key=lambda r: r["ms"])
-    rows += [row("bitsandbytes", 4, None, theirs), row("zhiku", 4, configs[rows[1:].index(best)], ours)]
+    best = dict(min(rows[1:], key=lambda r: r["ms"])["tiling"])
+    rows.append(row("bitsandbytes", 4, None, theirs))
+    # batch 4: the best batch-1 tiling with the products on the CUDA cores (DOT=0) and on the tensor cores, and
+    # two larger tensor-core tiles
+    for config in [dict(best, DOT=0), dict(best, DOT=1), dict(best, BN=128, DOT=1), dict(best, ITERS=8, DOT=1)]:
+        rows.append(row("zhiku", 4, config, ours))
+        print(rows[-1], flush=True)
     return rows
 
 

@@ -51,6 +51,7 @@ class CapturedDecoder:
         self.last_repeating = False
         self.last_reused = 0
         self.last_prefill_s = 0.0  # of the latest generation: prompt in -> its cache filled, first token chosen
+        self._prefill_marks: list = []  # CUDA events of the latest prefill's phases (``last_prefill_phases_ms``)
         before = _memory(device)
         self.ops.prepare(self.parts)
         self.parts.rotary_tables(self.max_len)
@@ -211,6 +212,8 @@ class CapturedDecoder:
 
         input_ids = inputs["input_ids"]
         batch, length = input_ids.shape
+        marks = self._prefill_marks = _marks(input_ids.device)
+        _mark(marks)
         shared = 0
         if reuse and batch == 1:
             shared = min(common_prefix(state.ids, input_ids[0].tolist()), length - 1)
@@ -222,10 +225,12 @@ class CapturedDecoder:
         rest = dict(inputs, input_ids=input_ids[:, shared:])
         rest.pop("attention_mask", None)  # one unpadded sequence per row: a mask would cost SDPA its causal kernel
         out = self.model(**rest, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        _mark(marks)
         for i, layer in enumerate(cache.layers):
             state.cache_k[i][:, :, shared:length].copy_(layer.keys[:, :, shared:length])
             state.cache_v[i][:, :, shared:length].copy_(layer.values[:, :, shared:length])
         self.last_reused = shared
+        _mark(marks)
         logits = out.logits[:, -1, :].float()
         state.logits.copy_(logits)
         state.seen.zero_()
@@ -234,7 +239,17 @@ class CapturedDecoder:
         state.token.copy_(first)
         state.seen.scatter_(1, first[:, None], True)
         state.pos.fill_(length)
+        _mark(marks)
         return first
+
+    @property
+    def last_prefill_phases_ms(self) -> dict[str, float]:
+        """GPU milliseconds of the latest prefill's phases (CUDA only; read after the generation has ended)."""
+        marks = self._prefill_marks
+        if not marks or len(marks) != 4:
+            return {}
+        names = ("model", "cache_copy", "first_token")
+        return {name: marks[i].elapsed_time(marks[i + 1]) for i, name in enumerate(names)}
 
     def _step(self, state: DecodeState, greedy: bool) -> None:
         graph = state.graphs.get(greedy)
@@ -325,6 +340,20 @@ def _warm_up_stream(device):
     import torch
 
     return torch.cuda.Stream(device)
+
+
+def _marks(device) -> list:
+    """A fresh list for ``_mark`` on CUDA; None elsewhere (nothing is recorded)."""
+    return [] if device.type == "cuda" else None
+
+
+def _mark(marks) -> None:
+    if marks is not None:
+        import torch
+
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        marks.append(event)
 
 
 def _context_of(model) -> int:
