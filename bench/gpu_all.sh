@@ -9,7 +9,7 @@ out="${1:?usage: bash bench/gpu_all.sh OUT_DIR [--quick]}"
 quick="${2:-}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-steps="${STEPS:-kernels profile bench bench-bitsandbytes tests vision}"
+steps="${STEPS:-kernels profile bench bench-bitsandbytes tests identity vision}"
 step() {  # name, seconds, command...
   local name=$1 limit=$2
   shift 2
@@ -27,7 +27,8 @@ if [ "$quick" != "--quick" ]; then
   step bench-bitsandbytes 420 python3 bench/gpu_bench.py --budgets 24,12 --nf4-kernel bitsandbytes \
     --out "$out/gpu_bench-bitsandbytes.json"
 fi
-step tests 300 python3 -m pytest -q -x tests/gpu tests/models/test_triton_kernels.py tests/models/test_nf4_prmt.py
+step tests 300 python3 -m pytest -q tests/gpu tests/models/test_triton_kernels.py tests/models/test_nf4_prmt.py
+step identity 240 python3 bench/greedy_identity.py --out "$out/greedy_identity.json"  # needs the packaged SmolLM2
 if [ "$quick" != "--quick" ]; then
   step vision 420 python3 bench/vision_bench.py --budgets 24,12 --rounds 4 --out "$out/vision_bench.json"
 fi

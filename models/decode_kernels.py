@@ -1,10 +1,12 @@
-"""Triton kernels for one decode step of a Llama-family model, besides the NF4 products (``nf4_gemv``).
+"""Triton kernels for one decode step of a Llama-family model, besides the NF4 products (``nf4_gemv``): RMSNorm;
+rotary embedding of q and k with the write of k and v into the static cache at the current position; attention of
+one new token over the cache, split along the sequence (flash-decoding) and combined. Positions are read from a
+device tensor, so a CUDA graph of the step replays at any position.
 
-Each rounds where the eager transformers model rounds (to the compute dtype after every torch op), so the
-captured step stays within rounding of eager: RMSNorm; rotary embedding of q and k with the write of k and v
-into the static cache at the current position; attention of one new token over the cache, split along the
-sequence (flash-decoding) and combined. Positions are read from a device tensor, so a CUDA graph of the step
-replays at any position.
+Each rounds where the eager transformers model rounds (to the compute dtype after every torch op), so the captured
+step stays within rounding of eager. RMSNorm and the rotary embedding are compiled without floating-point
+contraction: with it, Triton turned ``x*cos + rotate(x)*sin`` (each product rounded to bf16 in eager) into one bf16
+FMA, a bf16 step off eager in a few elements on an H100 (the interpreter, which does not contract, was bitwise equal).
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ def rmsnorm(x, weight, eps: float, out=None):
     import torch
 
     out = torch.empty_like(x) if out is None else out
-    rmsnorm_kernel[(x.shape[0],)](x, weight, out, x.shape[1], eps, BLOCK=triton.next_power_of_2(x.shape[1]))
+    rmsnorm_kernel[(x.shape[0],)](
+        x, weight, out, x.shape[1], eps, BLOCK=triton.next_power_of_2(x.shape[1]), enable_fp_fusion=False
+    )
     return out
 
 
@@ -82,7 +86,7 @@ def rope_cache(q, k, v, cos, sin, pos, cache_k, cache_v, heads: int, kv_heads: i
     grid = (q.shape[0], heads + 2 * kv_heads)
     rope_cache_kernel[grid](
         q, k, v, cos, sin, pos, cache_k, cache_v, q.stride(0), k.stride(0), cache_k.stride(0), cache_k.stride(1),
-        heads, kv_heads, D=head_dim,
+        heads, kv_heads, D=head_dim, enable_fp_fusion=False,
     )  # fmt: skip
 
 
@@ -91,7 +95,10 @@ def attention_split_kernel(
     q_ptr, kc_ptr, vc_ptr, pos_ptr, part_ptr, lse_ptr, stride_q, stride_cb, stride_ch, scale, HQ, GROUP, NSPLIT,
     D: tl.constexpr, SPLIT: tl.constexpr, BLOCK_L: tl.constexpr,
 ):  # fmt: skip
-    """Program (b*HQ + h, s): softmax-weighted values of cache positions [s*SPLIT, (s+1)*SPLIT) up to pos[b]."""
+    """Program (b*HQ + h, s): softmax-weighted values of cache positions [s*SPLIT, (s+1)*SPLIT) up to pos[b].
+
+    Rounds like flash attention (what the eager model's SDPA runs at decode on a GPU): exponentials in base 2 of the
+    unscaled scores, and the weights rounded to the cache's dtype before they multiply the values."""
     bh = tl.program_id(0)
     s = tl.program_id(1)
     b = bh // HQ
@@ -100,6 +107,7 @@ def attention_split_kernel(
     start = s * SPLIT
     d = tl.arange(0, D)
     out_at = part_ptr + (bh * NSPLIT + s) * D + d
+    scale_log2 = scale * 1.4426950408889634  # exp(x * scale) = exp2(x * scale * log2(e))
     if start < length:
         q = tl.load(q_ptr + b * stride_q + (bh % HQ) * D + d).to(tl.float32)
         base = b * stride_cb + kv * stride_ch
@@ -112,16 +120,19 @@ def attention_split_kernel(
             ok = idx < end
             at = base + idx[:, None] * D + d[None, :]
             keys = tl.load(kc_ptr + at, mask=ok[:, None], other=0.0).to(tl.float32)
-            scores = tl.where(ok, tl.sum(keys * q[None, :], axis=1) * scale, -float("inf"))
+            scores = tl.where(ok, tl.sum(keys * q[None, :], axis=1), -float("inf"))  # unscaled, as flash's
             m_new = tl.maximum(m, tl.max(scores, axis=0))
-            p = tl.exp(scores - m_new)
-            alpha = tl.exp(m - m_new)
-            values = tl.load(vc_ptr + at, mask=ok[:, None], other=0.0).to(tl.float32)
-            acc = acc * alpha + tl.sum(p[:, None] * values, axis=0)
+            p = tl.exp2(scores * scale_log2 - m_new * scale_log2)
+            alpha = tl.exp2(m * scale_log2 - m_new * scale_log2)
+            values = tl.load(vc_ptr + at, mask=ok[:, None], other=0.0)
+            # the weights meet the values in the cache's dtype, as in flash attention's tensor-core product (the
+            # eager model's SDPA at decode); their sum stays in fp32
+            weights = p.to(values.dtype).to(tl.float32)
+            acc = acc * alpha + tl.sum(weights[:, None] * values.to(tl.float32), axis=0)
             total = total * alpha + tl.sum(p, axis=0)
             m = m_new
         tl.store(out_at, acc / total)
-        tl.store(lse_ptr + bh * NSPLIT + s, m + tl.log(total))
+        tl.store(lse_ptr + bh * NSPLIT + s, m * scale + tl.log(total))
     else:
         tl.store(out_at, tl.zeros((D,), dtype=tl.float32))
         tl.store(lse_ptr + bh * NSPLIT + s, -float("inf"))
