@@ -41,11 +41,14 @@ TARGET_PAGES_PER_S = 1.0
 TESSERACT_LANG = {"en": "eng", "zh": "chi_sim"}
 
 
+MODELS: dict = {}  # --det-model / --rec-model: other ONNX files for RapidOCR's stages
+
+
 def rapidocr_engine(threads: int) -> tuple[Callable, float]:
     """zhiku's product OCR; returns (read image -> text, load seconds)."""
     from ingest.ocr import Ocr
 
-    ocr = Ocr(threads=threads)
+    ocr = Ocr(threads=threads, models=MODELS)
     ocr._load()
     return (lambda image, language: ocr.read(image).text), ocr.load_seconds or 0.0
 
@@ -103,7 +106,10 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=2, help="timed reads per page after a warm-up read (default 2)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads per engine (default 2)")
     p.add_argument("--no-wait-quiet", action="store_true", help="do not wait for other processes to go below 10%% CPU")
+    p.add_argument("--det-model", type=Path, help="rapidocr: this detection ONNX file instead of the packaged one")
+    p.add_argument("--rec-model", type=Path, help="rapidocr: this recognition ONNX file instead of the packaged one")
     args = p.parse_args(argv)
+    MODELS.update({k: v for k, v in (("Det", args.det_model), ("Rec", args.rec_model)) if v})
     os.environ["OMP_NUM_THREADS"] = os.environ["OMP_THREAD_LIMIT"] = str(args.threads)
     rows, loads = [], []
     watch = CpuWatch()

@@ -51,8 +51,9 @@ class OcrResult:
 class Ocr:
     """RapidOCR with its packaged models, ``threads`` ONNX Runtime threads per model; load on first use."""
 
-    def __init__(self, threads: int = 2) -> None:
+    def __init__(self, threads: int = 2, models: dict[str, Path] | None = None) -> None:
         self.threads = max(1, threads)
+        self.models = models or {}  # "Det"/"Rec" -> another ONNX file than the packaged one (benchmarks)
         self._engine = None
         self._load_lock = threading.Lock()
         self._run_lock = threading.Lock()
@@ -78,13 +79,14 @@ class Ocr:
         with self._load_lock:
             if self._engine is None:
                 started = time.perf_counter()
-                self._engine = _build_engine(self.threads)
+                self._engine = _build_engine(self.threads, self.models)
                 self.load_seconds = time.perf_counter() - started
         return self._engine
 
 
-def _build_engine(threads: int):
-    """A RapidOCR pipeline pinned to the wheel's own model files; OcrUnavailable if any is missing."""
+def _build_engine(threads: int, models: dict[str, Path] | None = None):
+    """A RapidOCR pipeline pinned to the wheel's own model files (or ``models``' files for a stage);
+    OcrUnavailable if any is missing."""
     try:
         import rapidocr
         from rapidocr import RapidOCR
@@ -92,7 +94,7 @@ def _build_engine(threads: int):
         raise OcrUnavailable(
             f"the OCR engine is not installed ({exc}); install zhiku's requirements (rapidocr)"
         ) from exc
-    models = Path(rapidocr.__file__).resolve().parent / "models"
+    packaged = Path(rapidocr.__file__).resolve().parent / "models"
     params: dict = {
         # RapidOCR logs to stderr through its own handler; at "warning" every blank page prints "The text
         # detection result is empty" (a blank page is normal: read() returns an empty result for it).
@@ -116,10 +118,13 @@ def _build_engine(threads: int):
         "EngineConfig.onnxruntime.inter_op_num_threads": 1,
     }
     for stage, name in MODEL_FILES.items():
-        path = models / name
+        given = (models or {}).get(stage)
+        path = Path(given or packaged / name)
+        if given and not path.is_file():
+            raise OcrUnavailable(f"the OCR model file {path} does not exist")
         if not path.is_file():
             raise OcrUnavailable(
-                f"RapidOCR's packaged model {name} is missing from {models}; zhiku never downloads models: "
+                f"RapidOCR's packaged model {name} is missing from {packaged}; zhiku never downloads models: "
                 "reinstall the rapidocr version that requirements.txt names"
             )
         params[f"{stage}.model_path"] = str(path)
