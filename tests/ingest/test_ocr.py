@@ -73,6 +73,12 @@ def test_missing_packaged_model_is_reported_not_downloaded(monkeypatch):
         Ocr().read(Image.new("RGB", (64, 64), "white"))
 
 
+def test_a_model_file_given_for_a_stage_must_exist(tmp_path):
+    missing = tmp_path / "rec.onnx"
+    with pytest.raises(OcrUnavailable, match="rec.onnx does not exist"):
+        Ocr(threads=1, models={"Rec": missing}).read(Image.new("RGB", (64, 32), "white"))
+
+
 def test_lines_are_ordered_and_chinese_is_not_spaced():
     def box(x0, y0, x1, y1):
         return [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
