@@ -60,6 +60,11 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--mode", choices=(*MODES, "all"), default="all", help="retrieval mode(s) to measure (all)")
     ev.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     ev.add_argument(
+        "--pages-only",
+        action="store_true",
+        help="a chunk on a gold page answers even without the answer's words (page-level recall)",
+    )
+    ev.add_argument(
         "--answers",
         action="store_true",
         help="answer each question (generating, in the answer mode set): gold strings in the evidence, the "
@@ -187,7 +192,7 @@ def _ask(services, args) -> int:
 
 
 def _eval(services, args) -> int:
-    from rag.evaluation import BadQuestionFile, format_summary, load_questions, run, summarise
+    from rag.evaluation import BadQuestionFile, format_summary, load_questions, pages_only, run, summarise
     from rag.followup_eval import load_followups
 
     try:
@@ -207,6 +212,8 @@ def _eval(services, args) -> int:
     if args.answers:
         return _eval_answers(services, args, questions, k)
     modes = MODES if args.mode == "all" else (args.mode,)
+    if args.pages_only:
+        questions = pages_only(questions)
     summary = summarise(run(services.qa.probe, questions, modes, k), k)
     missing = sorted({q.source for q in questions if q.source} - {r.name for r in services.registry.all()})
     if missing:

@@ -6,7 +6,7 @@ import pytest
 
 from ingest.pipeline import SourceFile
 from rag.cli import main
-from rag.evaluation import BadQuestionFile, EvalQuestion, load_questions
+from rag.evaluation import BadQuestionFile, EvalQuestion, load_questions, pages_only
 from rag.store import StoredChunk
 from tests.fixtures.pdfs import GREAT_WALL, TEA, VOLCANO, ZEBRA, make_pdf
 
@@ -96,6 +96,16 @@ def test_a_chunk_answers_when_source_page_and_string_all_match():
     assert not EvalQuestion("q", "zh", "显卡.pdf", (2,), ()).answered_by(chunk)
     assert not EvalQuestion("q", "zh", "other.pdf", (1,), ()).answered_by(chunk)
     assert not EvalQuestion("q", "zh", "显卡.pdf", (), ("763",)).answered_by(chunk)
+
+
+def test_pages_only_counts_any_chunk_of_a_gold_page():
+    on_page = StoredChunk(text="the page, but not the answer's words", file="m.pdf", page=3, index=0, score=0.5)
+    strict = EvalQuestion("q?", "en", "m.pdf", (3,), ("13.5 nm",))
+    by_string = EvalQuestion("q?", "en", "m.pdf", (), ("13.5 nm",))
+    assert not strict.answered_by(on_page)
+    loose, kept = pages_only([strict, by_string])
+    assert loose.answered_by(on_page)
+    assert kept == by_string  # without pages the string is the only test left
 
 
 def test_answer_eval_counts_gold_strings_in_the_evidence(eval_set, capsys, monkeypatch):
