@@ -86,7 +86,7 @@ def ocr_engine(settings: Settings):
     """The OCR engine (not loaded until used), or None when ``ZHIKU_OCR=off``."""
     from ingest.ocr import Ocr
 
-    return None if settings.ocr == "off" else Ocr(threads=settings.ocr_threads)
+    return None if settings.ocr == "off" else Ocr(threads=settings.ocr_threads, model=settings.ocr_model)
 
 
 def build_services(settings: Settings, *, keep_uploads: bool = False, rebuilding: bool = False) -> Services:

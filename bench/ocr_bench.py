@@ -1,15 +1,17 @@
-"""OCR engines on rendered pages: character accuracy and speed, RapidOCR (zhiku's ingest.ocr) vs Debian's Tesseract.
+"""OCR engines on rendered pages: character accuracy and speed, zhiku's ingest.ocr (PP-OCRv6 tiny and small) vs
+Debian's Tesseract.
 
 Run from the repository root (Tesseract: ``apt-get install tesseract-ocr tesseract-ocr-chi-sim tesseract-ocr-eng``)::
 
-    python bench/ocr_bench.py [--engines rapidocr,tesseract,tesseract-lang] [--repeats 2] [--threads 2]
+    python bench/ocr_bench.py [--engines tiny,small,tesseract,tesseract-lang] [--repeats 2] [--threads 2]
 
 Pages are A4 at 200 dpi (1654 x 2339 px), 39 lines of known English or Chinese text (bench/ocr_pages.py), each
 clean, rotated 1.5 degrees, blurred (Gaussian, radius 1) and noisy (Gaussian sigma 25 + 1 % salt and pepper).
 Accuracy = 1 - edit distance / reference length, on NFKC text without whitespace. Seconds per page: the mean
 of ``--repeats`` reads after one warm-up read of the same page (model loads are reported apart).
 
-Engines: ``rapidocr`` is ``ingest.ocr.Ocr`` as zhiku runs it; ``tesseract`` runs the ``tesseract`` CLI with
+Engines: ``tiny`` and ``small`` are ``ingest.ocr.Ocr`` as zhiku runs it with that model (``ZHIKU_OCR_MODEL``;
+tiny, the default, through faster-paddle; small through RapidOCR); ``tesseract`` runs the ``tesseract`` CLI with
 ``chi_sim+eng`` (what zhiku would have to run, not knowing a page's language); ``tesseract-lang`` gives it the
 page's own language (its best case). Threads are pinned: ONNX Runtime intra-op threads, OMP_NUM_THREADS and
 OMP_THREAD_LIMIT (Tesseract's OpenMP).
@@ -41,14 +43,14 @@ TARGET_PAGES_PER_S = 1.0
 TESSERACT_LANG = {"en": "eng", "zh": "chi_sim"}
 
 
-MODELS: dict = {}  # --det-model / --rec-model: other ONNX files for RapidOCR's stages
+MODELS: dict = {}  # --det-model / --rec-model: other ONNX files for RapidOCR's stages (the small model)
 
 
-def rapidocr_engine(threads: int) -> tuple[Callable, float]:
-    """zhiku's product OCR; returns (read image -> text, load seconds)."""
+def zhiku_engine(threads: int, model: str) -> tuple[Callable, float]:
+    """zhiku's product OCR with ``model`` (tiny: faster-paddle; small: RapidOCR); (read image -> text, load s)."""
     from ingest.ocr import Ocr
 
-    ocr = Ocr(threads=threads, models=MODELS)
+    ocr = Ocr(threads=threads, model=model, models=MODELS)
     ocr._load()
     return (lambda image, language: ocr.read(image).text), ocr.load_seconds or 0.0
 
@@ -74,7 +76,8 @@ def tesseract_engine(threads: int, own_language: bool) -> tuple[Callable, float]
 
 
 ENGINES = {
-    "rapidocr": rapidocr_engine,
+    "tiny": lambda threads: zhiku_engine(threads, "tiny"),
+    "small": lambda threads: zhiku_engine(threads, "small"),
     "tesseract": lambda threads: tesseract_engine(threads, own_language=False),
     "tesseract-lang": lambda threads: tesseract_engine(threads, own_language=True),
 }
@@ -101,13 +104,13 @@ def bench_engine(name: str, threads: int, repeats: int, quiet: bool) -> tuple[li
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
-        "--engines", default="rapidocr,tesseract,tesseract-lang", help="comma-separated: " + ",".join(ENGINES)
+        "--engines", default="tiny,small,tesseract,tesseract-lang", help="comma-separated: " + ",".join(ENGINES)
     )
     p.add_argument("--repeats", type=int, default=2, help="timed reads per page after a warm-up read (default 2)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads per engine (default 2)")
     p.add_argument("--no-wait-quiet", action="store_true", help="do not wait for other processes to go below 10%% CPU")
-    p.add_argument("--det-model", type=Path, help="rapidocr: this detection ONNX file instead of the packaged one")
-    p.add_argument("--rec-model", type=Path, help="rapidocr: this recognition ONNX file instead of the packaged one")
+    p.add_argument("--det-model", type=Path, help="small: this detection ONNX file instead of the packaged one")
+    p.add_argument("--rec-model", type=Path, help="small: this recognition ONNX file instead of the packaged one")
     args = p.parse_args(argv)
     MODELS.update({k: v for k, v in (("Det", args.det_model), ("Rec", args.rec_model)) if v})
     os.environ["OMP_NUM_THREADS"] = os.environ["OMP_THREAD_LIMIT"] = str(args.threads)
