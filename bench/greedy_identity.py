@@ -2,9 +2,10 @@
 
 Run on a CUDA machine with bitsandbytes and the packaged SmolLM2:  python bench/greedy_identity.py [--tokens 128]
 For each question and each NF4 kernel inside the captured step (bitsandbytes' own, zhiku's), the index of the
-first token where the captured answer leaves eager ``generate`` (``tokens`` = identical throughout). As the
-yardstick, the same for eager against eager at batch 2 (the same prompt twice: bitsandbytes then dequantizes the
-weights and multiplies in bf16 instead of its batch-1 GEMV, an equally valid rounding of the same model).
+first token where the captured answer leaves eager ``generate`` (``tokens`` = identical throughout). As
+yardsticks, the same for eager against eager computed another valid way: at batch 2 (the same prompt twice:
+bitsandbytes then dequantizes the weights and multiplies in bf16 instead of its batch-1 GEMV), and with SDPA's
+math backend instead of flash attention.
 """
 
 from __future__ import annotations
@@ -37,11 +38,15 @@ def first_difference(a: list[int], b: list[int]) -> int:
     return next((i for i in range(n) if a[i] != b[i]), n)
 
 
-def eager(generator, ids: list[int], tokens: int, batch: int = 1) -> list[int]:
+def eager(generator, ids: list[int], tokens: int, batch: int = 1, math: bool = False) -> list[int]:
+    import contextlib
+
     import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
 
     input_ids = torch.tensor([ids] * batch, device="cuda")
-    with torch.inference_mode():
+    backend = sdpa_kernel(SDPBackend.MATH) if math else contextlib.nullcontext()
+    with torch.inference_mode(), backend:
         out = generator.model.generate(
             input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=tokens, do_sample=False,
             repetition_penalty=1.0,
@@ -65,7 +70,7 @@ def main() -> int:
         return 2
     rows = []
     with tempfile.TemporaryDirectory() as cache:
-        for kernel in ("bitsandbytes", "zhiku"):
+        for kernel in ("zhiku", "bitsandbytes"):
             spec = LlmSpec(quantization="nf4", device="cuda", cache_dir=Path(cache), context_tokens=2048,
                            nf4_kernel=kernel)  # fmt: skip
             generator = Generator(spec)
@@ -76,12 +81,22 @@ def main() -> int:
                 reference = eager(generator, ids, args.tokens)
                 row = {"question": question, "kernel": kernel, "eager_tokens": len(reference),
                        "captured_vs_eager": first_difference(captured, reference)}  # fmt: skip
-                if kernel == "zhiku":  # the yardstick does not depend on the captured step's kernel
+                if kernel == "zhiku":  # the yardsticks do not depend on the captured step's kernel
                     row["eager_batch2_vs_eager"] = first_difference(eager(generator, ids, args.tokens, 2), reference)
+                    row["eager_math_vs_eager"] = first_difference(
+                        eager(generator, ids, args.tokens, math=True), reference
+                    )
                 rows.append(row)
                 print(row, flush=True)
             generator.unload()
-    columns = ["question", "kernel", "eager_tokens", "captured_vs_eager", "eager_batch2_vs_eager"]
+    columns = [
+        "question",
+        "kernel",
+        "eager_tokens",
+        "captured_vs_eager",
+        "eager_batch2_vs_eager",
+        "eager_math_vs_eager",
+    ]
     print(table("first differing token (= tokens compared when identical)", columns,
                 [[r.get(c, "") for c in columns] for r in rows]))  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
