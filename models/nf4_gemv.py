@@ -15,7 +15,9 @@ the default) or fp32, then scaled in fp32; one accumulator per sequence. Each pr
 last program of a row block (an atomic counter) adds the partials in a fixed order and applies the epilogue,
 rounding like the eager model: the product to the compute dtype first, then ``+ residual`` or
 ``silu(gate) * up``. One launch can also serve several weights that share the input (q, k and v), their
-outputs side by side. In Triton's interpreter (no PTX) the nibbles are looked up in the table instead.
+outputs side by side. At batch 2-8 (DOT=1, the default there) the values are scaled to fp16 weights and meet the
+sequences, padded to 16 slots, in one matrix product per tile on the tensor cores. In Triton's interpreter (no PTX)
+the nibbles are looked up in the table instead.
 """
 
 from __future__ import annotations
@@ -428,12 +430,14 @@ def _launch(x, weights: list[Nf4Weight], epilogue: int, residual, out, config):
     args += [k, k // 2, part_cols]  # K/2 as its own argument: Triton then knows rows start 16-byte aligned
     for w in padded:
         args += [w.packed, w.absmax, w.nested_code, w.nested_absmax, w.offset, w.n]
-    config = {} if config == "tune" else dict(config)
-    dot = config.pop("DOT", 1) if batch > 1 else config.pop("DOT", 0) * 0  # batch 2-8: tensor cores, 16 slots
+    tune = config == "tune"
+    config = {} if tune else dict(config)
+    dot = config.pop("DOT", 1) if batch > 1 else 0  # batch 2-8: on the tensor cores, in 16 sequence slots
+    config.pop("DOT", None)
     shape = dict(B=batch, BP=16 if dot else triton.next_power_of_2(batch), NESTED=first.nested, DOT=dot)
     shape.update(NB2=first.nested_block, EPILOGUE=epilogue, WEIGHTS=len(weights), ASM=first.asm, SP=slices_pow2)
     grid = _grid(weights, pair)
-    if not config:
+    if tune:
         _tuned[grid](*args, **shape)
     else:
         warps = config.pop("num_warps", 4)
