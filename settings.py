@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     embed_batch_size: int = Field(32, description="Chunks embedded per batch.")
     ocr: OcrMode = Field(
         "auto",
-        description="auto: images and PDF pages without a text layer are read by OCR (RapidOCR, Chinese and "
+        description="auto: images and PDF pages without a text layer are read by OCR (PP-OCRv6, Chinese and "
         "English); force: every PDF page, its text layer ignored; off: never (images are refused).",
     )
     ocr_threads: int = Field(2, ge=1, description="CPU threads OCR uses for one page.")

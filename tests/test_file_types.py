@@ -131,3 +131,16 @@ def test_with_ocr_off_a_scan_and_an_image_are_refused_with_that_reason(mixed_fol
         "no text layer, probably scanned (1 page, no extractable text; OCR is off (setting ZHIKU_OCR))"
     )
     assert reasons["notice.jpg"] == "images are read by OCR, which is off (setting ZHIKU_OCR)"
+
+
+def test_the_small_ocr_model_reads_a_scan_too(mixed_folder, monkeypatch, capsys):
+    """ZHIKU_OCR_MODEL=small (RapidOCR) instead of the default tiny one (faster-paddle): the same scan is read."""
+    from services import ocr_engine
+    from settings import Settings
+
+    monkeypatch.setenv("ZHIKU_OCR_MODEL", "small")
+    assert ocr_engine(Settings()).model == "small"
+    assert ingest_main([str(mixed_folder / "扫描件.pdf"), "--json"]) == 0
+    capsys.readouterr()
+    top = _ask("借阅记录存放在哪个柜子里？", capsys)
+    assert top["file"] == "扫描件.pdf" and top["ocr"] and "七号柜" in top["text"].replace(" ", "")
