@@ -35,15 +35,18 @@ def preload(services) -> None:
 def serve_rebuild(settings, damage):
     """Serve the rebuild page until the user rebuilds the store; returns the services opened on the new one."""
     from ingest.rebuild import known_documents, rebuild
+    from rag.writer_lock import WriterLock
     from services import build_services
     from ui.repair import RepairUI
     from ui.web import launch
 
     rebuilt: queue.Queue = queue.Queue(maxsize=1)
+    writer = WriterLock(settings.data_dir, on_wait=lambda message: logging.getLogger("zhiku").warning("%s", message))
 
     def run_rebuild(progress) -> str:
-        open_services = lambda: build_services(settings, keep_uploads=True, rebuilding=True)
-        result = rebuild(settings, open_services, progress=progress)
+        with writer.hold("rebuilding the index"):  # no other zhiku process writes to a half-made store
+            open_services = lambda: build_services(settings, keep_uploads=True, rebuilding=True, writer=writer)
+            result = rebuild(settings, open_services, progress=progress)
         rebuilt.put(result.services)
         return result.summary()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from ingest.chunker import Chunker
@@ -24,7 +25,10 @@ from rag.registry import Registry
 from rag.relevance import RelevanceRule
 from rag.retriever import Retriever
 from rag.store import ChunkStore, EmbedderMismatch
+from rag.writer_lock import WriterLock
 from settings import Settings
+
+log = logging.getLogger(__name__)
 
 CHAT_MODEL, VISION_MODEL, EMBEDDER = "chat", "vision", "embedder"
 
@@ -89,8 +93,13 @@ def ocr_engine(settings: Settings):
     return None if settings.ocr == "off" else Ocr(threads=settings.ocr_threads, model=settings.ocr_model)
 
 
-def build_services(settings: Settings, *, keep_uploads: bool = False, rebuilding: bool = False) -> Services:
+def build_services(
+    settings: Settings, *, keep_uploads: bool = False, rebuilding: bool = False, writer: WriterLock | None = None
+) -> Services:
     """Open the store and registry, load the embedder; the chat model loads on first use.
+
+    Every write goes through ``writer``, the data directory's lock shared with other zhiku processes (by default
+    one that waits for another holder, logging who it is).
 
     Raises StoreDamaged when the registry or the chunk store cannot be read, or when a rebuild did not finish
     (``rebuilding`` is for that rebuild itself; see ``ingest.rebuild``).
@@ -128,6 +137,7 @@ def build_services(settings: Settings, *, keep_uploads: bool = False, rebuilding
         uploads_dir=settings.uploads_dir,
         keep_copies=keep_uploads,
         opener=opener(settings, ocr),
+        writer=writer or WriterLock(settings.data_dir, on_wait=lambda message: log.warning("%s", message)),
     )
     spec = llm_spec(settings)
     governor.register(

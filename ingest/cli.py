@@ -13,7 +13,7 @@ from pathlib import Path
 from ingest.pipeline import IngestReport, Progress, SourceFile
 from ingest.readers import READS, SUFFIXES
 
-EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
 
 
 def collect_sources(paths: Sequence[str]) -> tuple[list[SourceFile], list[str]]:
@@ -50,6 +50,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="data directory (default: setting ZHIKU_DATA_DIR, else ./data)")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="if another zhiku process is writing to the data directory, stop (exit 3) instead of waiting",
+    )
     return p
 
 
@@ -138,10 +143,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: no files zhiku reads ({READS}) found in the given paths", file=sys.stderr)
         return EXIT_USAGE
 
+    from rag.writer_lock import WriterBusy
     from services import StartupError, build_services
 
     try:
-        services = build_services(settings)
+        services = build_services(settings, writer=_writer(settings, args))
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -152,6 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             report = services.ingestor.ingest(sources, progress=bars)
         finally:
             bars.close()
+    except WriterBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BUSY
     finally:
         services.close()
     if recovered.files:
@@ -163,16 +172,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK if report.ok else EXIT_REJECTED
 
 
+def _writer(settings, args):
+    """The data directory's write lock, as this command asks: wait (saying for whom) or stop at once."""
+    from rag.writer_lock import WriterLock
+
+    return WriterLock(settings.data_dir, wait=not args.no_wait, on_wait=lambda message: print(message, file=sys.stderr))
+
+
 def _rebuild(settings, args) -> int:
     from ingest.rebuild import known_documents, rebuild
+    from rag.writer_lock import WriterBusy
     from services import StartupError, build_services
 
+    writer = _writer(settings, args)
     bars = _Bars(enabled=not args.quiet, file_count=len(known_documents(settings)))
     try:
-        result = rebuild(settings, lambda: build_services(settings, rebuilding=True), force=args.force, progress=bars)
+        with writer.hold("rebuilding the index"):  # the whole rebuild: no other writer sees a half-made store
+            open_services = lambda: build_services(settings, rebuilding=True, writer=writer)  # noqa: E731
+            result = rebuild(settings, open_services, force=args.force, progress=bars)
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except WriterBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BUSY
     finally:
         bars.close()
     try:

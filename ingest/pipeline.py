@@ -21,6 +21,7 @@ from ingest.document import OpenedDocument, RejectedFile
 from ingest.readers import open_document
 from rag.registry import DELETING, INGESTED, INGESTING, REJECTED, DocumentRecord, Registry
 from rag.store import ChunkStore
+from rag.writer_lock import WriterBusy, WriterLock
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ class Ingestor:
         uploads_dir: Path | None = None,
         keep_copies: bool = False,
         opener: Opener | None = None,
+        writer: WriterLock | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -126,7 +128,9 @@ class Ingestor:
         self.batch_size = batch_size
         self.uploads_dir = uploads_dir  # copies of uploaded files live here; deleting a document drops its copy
         self.keep_copies = keep_copies and uploads_dir is not None  # copy accepted files there (UI uploads)
-        self._lock = threading.Lock()  # one ingest or delete at a time
+        # one ingest or delete at a time: in this process, and with ``writer`` (services pass the data directory's
+        # lock) in every zhiku process writing to the same data directory
+        self.writer = writer or WriterLock(None)
         self.opener = opener or open_document  # by suffix: PDF, Word, Markdown, text, HTML, images (OCR)
 
     # -- public -----------------------------------------------------------------------------------------
@@ -135,7 +139,7 @@ class Ingestor:
         started = time.perf_counter()
         report = IngestReport(files=[None] * len(sources))  # type: ignore[list-item]
         notify = progress or (lambda _p: None)
-        with self._lock:
+        with self.writer.hold(f"ingesting {len(sources)} file(s)"):
             parsed: queue.Queue[_Parsed | None] = queue.Queue(maxsize=2)
             stop = threading.Event()
             reader = threading.Thread(
@@ -158,7 +162,7 @@ class Ingestor:
 
     def delete(self, name: str) -> bool:
         """Remove a document and its chunks; False when it is not known."""
-        with self._lock:
+        with self.writer.hold(f"deleting {name}"):
             record = self.registry.get(name)
             if record is None:
                 return False
@@ -167,10 +171,14 @@ class Ingestor:
             self.store.refresh()
             return True
 
-    def finish_deletes(self) -> list[str]:
-        """Finish the deletes a crash interrupted (cheap: every entry point does it when it opens the store)."""
-        with self._lock:
-            return self._finish_deletes()
+    def finish_deletes(self, wait: bool = True) -> list[str]:
+        """Finish the deletes a crash interrupted (cheap: every entry point does it when it opens the store).
+        ``wait=False`` (commands that only read): skip it, returning [], while another writer holds the lock."""
+        try:
+            with self.writer.hold("finishing interrupted deletes", wait=wait):
+                return self._finish_deletes()
+        except WriterBusy:
+            return []
 
     def _finish_deletes(self) -> list[str]:
         finished = []
@@ -186,7 +194,7 @@ class Ingestor:
     def recover(self, progress: ProgressFn | None = None) -> IngestReport:
         """Finish what a crash interrupted: pending deletes, and ingests whose file is still there."""
         pending: list[SourceFile] = []
-        with self._lock:
+        with self.writer.hold("resuming interrupted ingests"):
             self._finish_deletes()
             for record in self.registry.all():
                 if record.status == INGESTING:

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
 MODES = ("hybrid", "keyword", "dense")  # rag.retriever.MODES, without importing the models to parse arguments
 
 
@@ -46,6 +46,11 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true")
     rm = sub.add_parser("delete", help="remove a document and its chunks")
     rm.add_argument("name", help="document name as listed")
+    rm.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="if another zhiku process is writing to the data directory, stop (exit 3) instead of waiting",
+    )
     st = sub.add_parser("status", help="models, memory budget and GPU readings")
     st.add_argument("--json", action="store_true")
     ev = sub.add_parser(
@@ -104,15 +109,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings(**overrides)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
+    from rag.writer_lock import WriterBusy, WriterLock
     from services import StartupError, build_services
 
+    writes = args.command == "delete"
+    writer = WriterLock(
+        settings.data_dir,
+        wait=not getattr(args, "no_wait", False),
+        on_wait=lambda message: print(message, file=sys.stderr),
+    )
     try:
-        services = build_services(settings)
+        services = build_services(settings, writer=writer)
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        finished = services.ingestor.finish_deletes()  # what a killed delete left half done
+        # what a killed delete left half done; a command that only reads skips it while another process writes
+        finished = services.ingestor.finish_deletes(wait=writes and writer.wait)
         for name in finished:
             print(f"finished the interrupted delete of {name}", file=sys.stderr)
         if args.command == "list":
@@ -128,6 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: no document named {args.name!r}", file=sys.stderr)
             return EXIT_ERROR
         return _ask(services, args)
+    except WriterBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BUSY
     finally:
         services.close()
 
