@@ -12,6 +12,7 @@ from ingest.pipeline import Progress, SourceFile
 from ingest.readers import READS, SUFFIXES
 from rag.followup import Turn
 from ui.image_tab import ImagePanel
+from ui.openai_api import add_openai_routes
 from ui.pdf_links import add_pdf_route, pdf_link
 from ui.render import (
     TABLE_HEADERS,
@@ -200,7 +201,8 @@ def check_bind(settings) -> None:
 
 def launch(blocks: gr.Blocks, settings, *, block: bool = True, services=None):
     """Serve on settings.host:port (127.0.0.1 by default) with a bounded queue; a login when configured.
-    With ``services``, the kept PDFs are served too (``ui.pdf_links``)."""
+    With ``services``, the kept PDFs are served too (``ui.pdf_links``), and the OpenAI-compatible API
+    (``ui.openai_api``)."""
     check_bind(settings)
     auth = (settings.auth_user, settings.auth_password) if settings.auth_user and settings.auth_password else None
     blocks.queue(default_concurrency_limit=settings.queue_concurrency, max_size=64)
@@ -219,6 +221,7 @@ def launch(blocks: gr.Blocks, settings, *, block: bool = True, services=None):
     )
     if services is not None:
         add_pdf_route(blocks.app, services.ingestor.stored_file, settings.data_dir)
+        add_openai_routes(blocks.app, services.qa, auth)
     if block:
         blocks.block_thread()
     return launched

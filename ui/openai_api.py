@@ -1,0 +1,169 @@
+"""An OpenAI-compatible API on the UI's server, so other tools can ask zhiku: ``GET /v1/models`` and
+``POST /v1/chat/completions`` (``stream: true`` for server-sent events ending with ``data: [DONE]``).
+
+The last user message is the question; the user and assistant messages before it are the conversation (a
+follow-up is rewritten with it before the search, as in the chat). System messages are ignored: zhiku's own
+prompt makes the model answer from the documents. The answer carries what the chat shows beside it in an extra
+field ``zhiku`` of the completion (and of the last streamed chunk): ``sources`` (as ``rag ask --json`` prints
+them: file, page, location, score, text, evidence...), ``extract``, ``unsupported``, ``standalone_question``,
+``notes``. With a login configured (required off loopback), the API wants it too: the password as the bearer
+token (``api_key`` in OpenAI's clients; percent-encoded, ``urllib.parse.quote(password)``, if it is not ASCII, since
+HTTP headers are) or the UI's login cookie.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+import uuid
+from collections.abc import Iterator
+from urllib.parse import unquote
+
+from fastapi import Request  # module level: FastAPI reads the handlers' annotations by name
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
+
+from rag.followup import Turn
+
+MODEL_ID = "zhiku"
+
+
+class BadRequest(ValueError):
+    """The request cannot be answered; the message says why (an OpenAI-style 400)."""
+
+
+def conversation(messages) -> tuple[str, list[Turn]]:
+    """The question (the last user message) and the turns before it (user, then the assistant's answer)."""
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("'messages' must be a non-empty list")
+    turns: list[Turn] = []
+    question = None
+    for message in messages:
+        if not isinstance(message, dict):
+            raise BadRequest("each message must be an object with 'role' and 'content'")
+        role, content = message.get("role"), _text(message.get("content"))
+        if role == "user":
+            if question is not None:
+                turns.append(Turn(question))
+            question = content
+        elif role == "assistant" and question is not None:
+            turns.append(Turn(question, content))
+            question = None
+    if not question or not question.strip():
+        raise BadRequest("the last message must be the user's question, and not empty")
+    return question, turns
+
+
+def _text(content) -> str:
+    """A message's text: a string, or the text parts of a list of content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def add_openai_routes(app, qa, auth: tuple[str, str] | None) -> None:
+    """``/v1/models`` and ``/v1/chat/completions`` on Gradio's FastAPI ``app``, answering through ``qa``."""
+
+    def allowed(request: Request) -> bool:
+        if auth is None:
+            return True
+        header = request.headers.get("authorization", "")
+        if header.lower().startswith("bearer "):
+            token = header[7:].strip()
+            for candidate in (token, unquote(token)):  # headers are ASCII: a non-ASCII password comes %-encoded
+                if secrets.compare_digest(candidate.encode(), auth[1].encode()):
+                    return True
+        token = request.cookies.get(f"access-token-{app.cookie_id}") or request.cookies.get(
+            f"access-token-unsecure-{app.cookie_id}"
+        )
+        return app.tokens.get(token) is not None
+
+    def models(request: Request):
+        if not allowed(request):
+            return _error(401, "a login is required: the UI's password as the bearer token", "invalid_api_key")
+        return {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "zhiku"}]}
+
+    async def completions(request: Request):
+        if not allowed(request):
+            return _error(401, "a login is required: the UI's password as the bearer token", "invalid_api_key")
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "the body must be JSON", "invalid_request_error")
+        try:
+            if not isinstance(body, dict):
+                raise BadRequest("the body must be a JSON object")
+            question, history = conversation(body.get("messages"))
+        except BadRequest as exc:
+            return _error(400, str(exc), "invalid_request_error")
+        answers = qa.stream(question, history=history)
+        ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        if body.get("stream"):  # Starlette iterates a plain generator in its thread pool
+            return StreamingResponse(_events(answers, ident, created), media_type="text/event-stream")
+        return _completion(await run_in_threadpool(_last, answers), ident, created)  # not on the event loop
+
+    routes = [
+        APIRoute("/v1/models", models, methods=["GET"]),
+        APIRoute("/v1/chat/completions", completions, methods=["POST"]),
+    ]
+    for route in reversed(routes):  # first in the list: Gradio's own routes must not shadow them
+        app.router.routes.insert(0, route)
+
+
+def _last(answers: Iterator):
+    *_, answer = answers  # the finished answer: the stream's last update
+    return answer
+
+
+def _completion(answer, ident: str, created: int) -> dict:
+    return {
+        "id": ident,
+        "object": "chat.completion",
+        "created": created,
+        "model": MODEL_ID,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": answer.text or ""}, "finish_reason": "stop"}
+        ],
+        "usage": None,
+        MODEL_ID: _extra(answer),
+    }
+
+
+def _events(answers: Iterator, ident: str, created: int) -> Iterator[str]:
+    """Server-sent events: the role, then each new piece of text, then the end with zhiku's extra field."""
+
+    def chunk(delta: dict, finish: str | None = None, extra: dict | None = None) -> str:
+        data = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": MODEL_ID,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}  # fmt: skip
+        if extra is not None:
+            data[MODEL_ID] = extra
+        return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+    yield chunk({"role": "assistant", "content": ""})
+    sent, answer = "", None
+    try:
+        for answer in answers:
+            text = answer.text or ""
+            if text.startswith(sent) and len(text) > len(sent):
+                yield chunk({"content": text[len(sent) :]})
+                sent = text
+    except Exception as exc:  # noqa: BLE001 - the stream has started: the error goes to the client as an event
+        yield f"data: {json.dumps({'error': {'message': str(exc), 'type': 'server_error'}}, ensure_ascii=False)}\n\n"
+        yield "data: [DONE]\n\n"
+        return
+    yield chunk({}, "stop", _extra(answer) if answer is not None else {})
+    yield "data: [DONE]\n\n"
+
+
+def _extra(answer) -> dict:
+    whole = answer.as_dict()
+    keys = ("sources", "extract", "unsupported", "standalone_question", "notes", "language", "answer_mode")
+    return {key: whole[key] for key in keys}
+
+
+def _error(status: int, message: str, kind: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "code": None}}, status_code=status)
