@@ -104,7 +104,11 @@ def add_openai_routes(app, qa, auth: tuple[str, str] | None) -> None:
         ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if body.get("stream"):  # Starlette iterates a plain generator in its thread pool
             return StreamingResponse(_events(answers, ident, created), media_type="text/event-stream")
-        return _completion(await run_in_threadpool(_last, answers), ident, created)  # not on the event loop
+        try:
+            answer = await run_in_threadpool(_last, answers)  # the generation, not on the event loop
+        except Exception as exc:  # noqa: BLE001 - the client gets the reason, as the chat shows it
+            return _error(500, f"the answer failed: {exc}", "server_error")
+        return _completion(answer, ident, created)
 
     routes = [
         APIRoute("/v1/models", models, methods=["GET"]),
