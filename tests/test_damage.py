@@ -190,4 +190,4 @@ def test_a_forced_rebuild_embeds_every_document_again(data_dir, pdf_dir):
     finally:
         result.services.close()
     assert snapshot(data_dir) == before
-    assert sorted(p.name for p in data_dir.iterdir()) == ["chroma", "keyword", "registry.sqlite3"]
+    assert sorted(p.name for p in data_dir.iterdir()) == ["chroma", "keyword", "registry.sqlite3", "writer.lock"]
