@@ -12,7 +12,6 @@ must not happen is an error.
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 import tempfile
 import threading
@@ -75,6 +74,7 @@ def main() -> int:
     from ingest.cli import collect_sources
     from services import build_services
     from settings import Settings
+    from tests.fixtures.browser import free_port
     from ui.web import ZhikuUI, launch
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,9 +82,7 @@ def main() -> int:
         if args.docs is None:
             docs.mkdir()
             sample_docs(docs)
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = free_port()
         settings = Settings(data_dir=Path(tmp) / "data", port=port, max_new_tokens=args.max_new_tokens)
         services = build_services(settings, keep_uploads=True)
         sources, _ = collect_sources([str(docs)])

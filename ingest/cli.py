@@ -143,11 +143,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: no files zhiku reads ({READS}) found in the given paths", file=sys.stderr)
         return EXIT_USAGE
 
-    from rag.writer_lock import WriterBusy
+    from rag.writer_lock import WriterBusy, command_lock
     from services import StartupError, build_services
 
     try:
-        services = build_services(settings, writer=_writer(settings, args))
+        services = build_services(settings, writer=command_lock(settings.data_dir, wait=not args.no_wait))
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -172,19 +172,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK if report.ok else EXIT_REJECTED
 
 
-def _writer(settings, args):
-    """The data directory's write lock, as this command asks: wait (saying for whom) or stop at once."""
-    from rag.writer_lock import WriterLock
-
-    return WriterLock(settings.data_dir, wait=not args.no_wait, on_wait=lambda message: print(message, file=sys.stderr))
-
-
 def _rebuild(settings, args) -> int:
     from ingest.rebuild import known_documents, rebuild
-    from rag.writer_lock import WriterBusy
+    from rag.writer_lock import WriterBusy, command_lock
     from services import StartupError, build_services
 
-    writer = _writer(settings, args)
+    writer = command_lock(settings.data_dir, wait=not args.no_wait)
     bars = _Bars(enabled=not args.quiet, file_count=len(known_documents(settings)))
     try:
         with writer.hold("rebuilding the index"):  # the whole rebuild: no other writer sees a half-made store

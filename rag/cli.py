@@ -109,15 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings(**overrides)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    from rag.writer_lock import WriterBusy, WriterLock
+    from rag.writer_lock import WriterBusy, command_lock
     from services import StartupError, build_services
 
     writes = args.command == "delete"
-    writer = WriterLock(
-        settings.data_dir,
-        wait=not getattr(args, "no_wait", False),
-        on_wait=lambda message: print(message, file=sys.stderr),
-    )
+    writer = command_lock(settings.data_dir, wait=not getattr(args, "no_wait", False))
     try:
         services = build_services(settings, writer=writer)
     except StartupError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -88,3 +89,8 @@ class WriterLock:
         if self.on_wait is not None:
             self.on_wait(f"{message}; waiting for it to finish")
         fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+def command_lock(data_dir: Path, wait: bool) -> WriterLock:
+    """The lock as a command line takes it: waiting (saying on stderr for whom) or, with ``wait`` False, not."""
+    return WriterLock(data_dir, wait=wait, on_wait=lambda message: print(message, file=sys.stderr))

@@ -26,8 +26,10 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from rag.followup import Turn
+from ui.login import logged_in
 
 MODEL_ID = "zhiku"
+LOGIN_REQUIRED = "a login is required: the UI's password as the bearer token"
 
 
 class BadRequest(ValueError):
@@ -77,19 +79,16 @@ def add_openai_routes(app, qa, auth: tuple[str, str] | None) -> None:
             for candidate in (token, unquote(token)):  # headers are ASCII: a non-ASCII password comes %-encoded
                 if secrets.compare_digest(candidate.encode(), auth[1].encode()):
                     return True
-        token = request.cookies.get(f"access-token-{app.cookie_id}") or request.cookies.get(
-            f"access-token-unsecure-{app.cookie_id}"
-        )
-        return app.tokens.get(token) is not None
+        return logged_in(app, request)  # the UI's login cookie
 
     def models(request: Request):
         if not allowed(request):
-            return _error(401, "a login is required: the UI's password as the bearer token", "invalid_api_key")
+            return _error(401, LOGIN_REQUIRED, "invalid_api_key")
         return {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "zhiku"}]}
 
     async def completions(request: Request):
         if not allowed(request):
-            return _error(401, "a login is required: the UI's password as the bearer token", "invalid_api_key")
+            return _error(401, LOGIN_REQUIRED, "invalid_api_key")
         try:
             body = await request.json()
         except ValueError:

@@ -16,6 +16,8 @@ from fastapi import HTTPException, Request  # module level: FastAPI reads the ha
 from fastapi.responses import FileResponse
 from fastapi.routing import APIRoute
 
+from ui.login import logged_in
+
 PREFIX = "/zhiku/pdf/"
 
 
@@ -27,17 +29,8 @@ def add_pdf_route(app, stored_file: Callable[[str], Path | None], data_dir: Path
     """Serve kept PDFs on Gradio's FastAPI ``app``, behind its login when one is configured."""
     root = data_dir.resolve()
 
-    def logged_in(request: Request) -> bool:
-        """Gradio's own check (gradio.routes.App.create_app: get_current_user, login_check)."""
-        if getattr(app, "auth", None) is None and getattr(app, "auth_dependency", None) is None:
-            return True
-        token = request.cookies.get(f"access-token-{app.cookie_id}") or request.cookies.get(
-            f"access-token-unsecure-{app.cookie_id}"
-        )
-        return app.tokens.get(token) is not None
-
     def serve(name: str, request: Request):
-        if not logged_in(request):
+        if not logged_in(app, request):
             raise HTTPException(status_code=401, detail="Not authenticated / 未登录")
         file = stored_file(name)
         if file is None or root not in file.resolve().parents or not file.is_file():
