@@ -134,8 +134,13 @@ class CapturedDecoder:
 
     def forget(self, batch: int) -> None:
         """Free the static buffers and graphs of one batch size (made by ``generate`` for that size)."""
+        import torch
+
         with self._lock:
             self._states.pop(batch, None)
+            if self.capture and not self._states:
+                # the last graph of the pool is gone and with it the pool: the next capture needs a new one
+                self._pool = torch.cuda.graph_pool_handle()
 
     def release(self) -> None:
         """Free the static caches, graphs and weights' references (after any generation has ended)."""

@@ -7,6 +7,9 @@ Each rounds where the eager transformers model rounds (to the compute dtype afte
 step stays within rounding of eager. RMSNorm and the rotary embedding are compiled without floating-point
 contraction: with it, Triton turned ``x*cos + rotate(x)*sin`` (each product rounded to bf16 in eager) into one bf16
 FMA, a bf16 step off eager in a few elements on an H100 (the interpreter, which does not contract, was bitwise equal).
+
+With ``pdl`` each is launched as a programmatic dependent launch (``models.grid_overlap``): it lets the next kernel
+start at once (whose weights then stream in meanwhile) and waits for the previous one before it reads anything.
 """
 
 from __future__ import annotations
@@ -14,9 +17,20 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from models.grid_overlap import gdc_launch_dependents, gdc_wait, pdl_options
+
 
 @triton.jit
-def rmsnorm_kernel(x_ptr, w_ptr, out_ptr, H, eps, BLOCK: tl.constexpr):
+def _overlap(PDL: tl.constexpr):
+    """Let the next kernel start, then wait for the previous one's writes (PDL=1)."""
+    if PDL:
+        gdc_launch_dependents()
+        gdc_wait()
+
+
+@triton.jit
+def rmsnorm_kernel(x_ptr, w_ptr, out_ptr, H, eps, BLOCK: tl.constexpr, PDL: tl.constexpr):
+    _overlap(PDL)
     b = tl.program_id(0)
     i = tl.arange(0, BLOCK)
     ok = i < H
@@ -28,13 +42,14 @@ def rmsnorm_kernel(x_ptr, w_ptr, out_ptr, H, eps, BLOCK: tl.constexpr):
     tl.store(out_ptr + b * H + i, (w * h).to(dtype), mask=ok)
 
 
-def rmsnorm(x, weight, eps: float, out=None):
+def rmsnorm(x, weight, eps: float, out=None, pdl: bool = False):
     import torch
 
     out = torch.empty_like(x) if out is None else out
     rmsnorm_kernel[(x.shape[0],)](
-        x, weight, out, x.shape[1], eps, BLOCK=triton.next_power_of_2(x.shape[1]), enable_fp_fusion=False
-    )
+        x, weight, out, x.shape[1], eps, BLOCK=triton.next_power_of_2(x.shape[1]), enable_fp_fusion=False,
+        **pdl_options(pdl),
+    )  # fmt: skip
     return out
 
 
@@ -57,9 +72,10 @@ def _rotate(src, cos_row, sin_row, D: tl.constexpr):
 @triton.jit
 def rope_cache_kernel(
     q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, pos_ptr, kc_ptr, vc_ptr,
-    stride_q, stride_k, stride_cb, stride_ch, HQ, HKV, D: tl.constexpr,
+    stride_q, stride_k, stride_cb, stride_ch, HQ, HKV, D: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Program (b, h): q heads rotate in place; k heads rotate into the cache; v heads are copied into it."""
+    _overlap(PDL)
     b = tl.program_id(0)
     h = tl.program_id(1)
     pos = tl.load(pos_ptr + b)
@@ -81,24 +97,27 @@ def rope_cache_kernel(
         tl.store(vc_ptr + b * stride_cb + kv * stride_ch + pos * D + d, value)
 
 
-def rope_cache(q, k, v, cos, sin, pos, cache_k, cache_v, heads: int, kv_heads: int, head_dim: int) -> None:
+def rope_cache(
+    q, k, v, cos, sin, pos, cache_k, cache_v, heads: int, kv_heads: int, head_dim: int, pdl: bool = False
+) -> None:
     """q [B, heads*D] rotated in place; k rotated and v written to ``cache_[kv][b, :, pos[b]]``."""
     grid = (q.shape[0], heads + 2 * kv_heads)
     rope_cache_kernel[grid](
         q, k, v, cos, sin, pos, cache_k, cache_v, q.stride(0), k.stride(0), cache_k.stride(0), cache_k.stride(1),
-        heads, kv_heads, D=head_dim, enable_fp_fusion=False,
+        heads, kv_heads, D=head_dim, enable_fp_fusion=False, **pdl_options(pdl),
     )  # fmt: skip
 
 
 @triton.jit
 def attention_split_kernel(
     q_ptr, kc_ptr, vc_ptr, pos_ptr, part_ptr, lse_ptr, stride_q, stride_cb, stride_ch, scale, HQ, GROUP, NSPLIT,
-    D: tl.constexpr, SPLIT: tl.constexpr, BLOCK_L: tl.constexpr,
+    D: tl.constexpr, SPLIT: tl.constexpr, BLOCK_L: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Program (b*HQ + h, s): softmax-weighted values of cache positions [s*SPLIT, (s+1)*SPLIT) up to pos[b].
 
     Rounds like flash attention (what the eager model's SDPA runs at decode on a GPU): exponentials in base 2 of the
     unscaled scores, and the weights rounded to the cache's dtype before they multiply the values."""
+    _overlap(PDL)
     bh = tl.program_id(0)
     s = tl.program_id(1)
     b = bh // HQ
@@ -139,7 +158,10 @@ def attention_split_kernel(
 
 
 @triton.jit
-def attention_combine_kernel(part_ptr, lse_ptr, out_ptr, NSPLIT, D: tl.constexpr, SPLITS: tl.constexpr):
+def attention_combine_kernel(
+    part_ptr, lse_ptr, out_ptr, NSPLIT, D: tl.constexpr, SPLITS: tl.constexpr, PDL: tl.constexpr
+):
+    _overlap(PDL)
     bh = tl.program_id(0)
     s = tl.arange(0, SPLITS)
     d = tl.arange(0, D)
@@ -155,7 +177,7 @@ SPLIT = 64  # cache positions per program: many programs in flight at batch 1
 BLOCK_L = 64
 
 
-def attention(q, cache_k, cache_v, pos, heads: int, kv_heads: int, head_dim: int, scale: float):
+def attention(q, cache_k, cache_v, pos, heads: int, kv_heads: int, head_dim: int, scale: float, pdl: bool = False):
     """Attention of q [B, heads*D] over cache_[kv] [B, kv_heads, L, D] up to and including pos[b]: [B, heads*D]."""
     import torch
 
@@ -165,10 +187,10 @@ def attention(q, cache_k, cache_v, pos, heads: int, kv_heads: int, head_dim: int
     lse = torch.empty((batch * heads, splits), dtype=torch.float32, device=q.device)
     attention_split_kernel[(batch * heads, splits)](
         q, cache_k, cache_v, pos, part, lse, q.stride(0), cache_k.stride(0), cache_k.stride(1), scale,
-        heads, heads // kv_heads, splits, D=head_dim, SPLIT=SPLIT, BLOCK_L=BLOCK_L,
+        heads, heads // kv_heads, splits, D=head_dim, SPLIT=SPLIT, BLOCK_L=BLOCK_L, **pdl_options(pdl),
     )  # fmt: skip
     out = torch.empty((batch, heads * head_dim), dtype=q.dtype, device=q.device)
     attention_combine_kernel[(batch * heads,)](
-        part, lse, out, splits, D=head_dim, SPLITS=triton.next_power_of_2(splits)
+        part, lse, out, splits, D=head_dim, SPLITS=triton.next_power_of_2(splits), **pdl_options(pdl)
     )
     return out

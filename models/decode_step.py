@@ -236,14 +236,20 @@ class TorchOps:
 
 class TritonOps(TorchOps):
     """zhiku's kernels: RMSNorm, rotary + cache write, split attention; and, with ``nf4_kernel="zhiku"``, the NF4
-    products with fused epilogues (otherwise bitsandbytes' own kernel, called through the module)."""
+    products with fused epilogues (otherwise bitsandbytes' own kernel, called through the module). ``pdl``: each
+    kernel lets the next one start early (``models.grid_overlap``); None = wherever the GPU supports it."""
 
-    def __init__(self, nf4_kernel: str = "zhiku", gemv_config=None) -> None:
+    def __init__(self, nf4_kernel: str = "zhiku", gemv_config=None, pdl: bool | None = None) -> None:
         self.nf4_kernel = nf4_kernel  # NF4 products: "zhiku" (models.nf4_gemv) or "bitsandbytes" (its own kernel)
         self.gemv_config = gemv_config  # the zhiku kernel's tiling; None = its default
+        self.pdl = pdl
 
     def prepare(self, parts: LlamaParts) -> None:
+        from models import grid_overlap
         from models.nf4_gemv import Nf4Weight
+
+        if self.pdl is None:
+            self.pdl = grid_overlap.supported(parts.embed.device)
 
         for layer in parts.layers:
             for linear in (layer.q, layer.k, layer.v, layer.o, layer.gate, layer.up, layer.down):
@@ -252,21 +258,21 @@ class TritonOps(TorchOps):
     def rmsnorm(self, x, weight, eps: float):
         from models.decode_kernels import rmsnorm
 
-        return rmsnorm(x, weight, eps)
+        return rmsnorm(x, weight, eps, pdl=self.pdl)
 
     def linear(self, x, linear: Linear, residual=None):
         from models.nf4_gemv import MAX_BATCH, nf4_gemv
 
         if linear.nf4 is None or x.shape[0] > MAX_BATCH:
             return super().linear(x, linear, residual)
-        return nf4_gemv(x, linear.nf4, residual=residual, config=self.gemv_config)
+        return nf4_gemv(x, linear.nf4, residual=residual, config=self.gemv_config, pdl=self.pdl)
 
     def project(self, x, linears):
         from models.nf4_gemv import MAX_BATCH, nf4_gemv_stacked
 
         if any(linear.nf4 is None for linear in linears) or x.shape[0] > MAX_BATCH:
             return super().project(x, linears)
-        out = nf4_gemv_stacked(x, [linear.nf4 for linear in linears], config=self.gemv_config)
+        out = nf4_gemv_stacked(x, [linear.nf4 for linear in linears], config=self.gemv_config, pdl=self.pdl)
         ends = [0]
         for linear in linears:
             ends.append(ends[-1] + linear.nf4.n)
@@ -277,17 +283,17 @@ class TritonOps(TorchOps):
 
         if gate.nf4 is None or up.nf4 is None or x.shape[0] > MAX_BATCH:
             return super().gate_up(x, gate, up)
-        return nf4_gemv(x, gate.nf4, up=up.nf4, config=self.gemv_config)
+        return nf4_gemv(x, gate.nf4, up=up.nf4, config=self.gemv_config, pdl=self.pdl)
 
     def rope_cache(self, q, k, v, cos, sin, pos, cache_k, cache_v, heads, kv_heads, head_dim) -> None:
         from models.decode_kernels import rope_cache
 
-        rope_cache(q, k, v, cos, sin, pos, cache_k, cache_v, heads, kv_heads, head_dim)
+        rope_cache(q, k, v, cos, sin, pos, cache_k, cache_v, heads, kv_heads, head_dim, pdl=self.pdl)
 
     def attention(self, q, cache_k, cache_v, pos, heads, kv_heads, head_dim, scale):
         from models.decode_kernels import attention
 
-        return attention(q, cache_k, cache_v, pos, heads, kv_heads, head_dim, scale)
+        return attention(q, cache_k, cache_v, pos, heads, kv_heads, head_dim, scale, pdl=self.pdl)
 
 
 def _rotate_half(x):

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import triton
 import triton.language as tl
 
+from models.grid_overlap import gdc_launch_dependents, gdc_wait, pdl_options
+
 MAX_BATCH = 8
 QBLOCK = 64  # weights per scale; the only block size the kernel takes
 
@@ -184,7 +186,7 @@ def _tile(
     x_ptr, stride_x, w_ptr, absmax_ptr, code_ptr, nested_code_ptr, nested_absmax_ptr, offset, rows, N, K, K2, kb0,
     B: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, ITERS: tl.constexpr, NESTED: tl.constexpr,
     NB2: tl.constexpr, DECODE: tl.constexpr, ASM: tl.constexpr, HALF: tl.constexpr, DOT: tl.constexpr,
-    XROWS: tl.constexpr,
+    XROWS: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """fp32 [BP, BN]: rows ``rows`` of one NF4 weight times the inputs, over scale blocks kb0 … kb0 + ITERS - 1.
 
@@ -192,14 +194,18 @@ def _tile(
     thread has its whole share of bytes in flight at once. The high nibbles hold the even inputs' weights and the
     low nibbles the odd ones', so the values are never put back in input order: each is multiplied with its input
     where it lies; each block's sum is scaled once. The weights are read once; every input reuses them.
+    PDL=1: the weights and scales are requested before waiting for the previous kernel (whose output the inputs
+    are), so they stream in while it finishes.
     """
     blocks = kb0 + tl.arange(0, ITERS)  # the scale blocks within the row
     ok = (rows < N)[:, None] & (blocks < K // 64)[None, :]
     at = rows[:, None, None] * K2 + blocks[None, :, None] * 32 + tl.arange(0, 32)[None, None, :]
     packed = tl.load(w_ptr + at, mask=ok[:, :, None], other=0, eviction_policy="evict_first")
-    even, odd = _values(packed, code_ptr, DECODE, ASM)
     scale = _scale(absmax_ptr, nested_code_ptr, nested_absmax_ptr, offset, rows[:, None] * (K // 64) + blocks[None, :],
                    ok, NESTED, NB2)  # fmt: skip
+    if PDL:
+        gdc_wait()  # everything below may read what the previous kernel wrote
+    even, odd = _values(packed, code_ptr, DECODE, ASM)
     if BP == 1:
         return tl.sum(_block_dots(even, odd, x_ptr, blocks, K, HALF, rows, XROWS) * scale, axis=1)[None, :]
     if DOT:
@@ -307,9 +313,14 @@ def nf4_gemv_kernel(
     B: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, ITERS: tl.constexpr,
     NESTED: tl.constexpr, NB2: tl.constexpr, EPILOGUE: tl.constexpr, WEIGHTS: tl.constexpr, DECODE: tl.constexpr,
     ASM: tl.constexpr, HALF: tl.constexpr, DOT: tl.constexpr, SP: tl.constexpr, XROWS: tl.constexpr,
+    PDL: tl.constexpr,
 ):  # fmt: skip
     """Program (row block, K slice). PLAIN/RESIDUAL: the row blocks of weights 1..WEIGHTS one after another,
-    out[b, N1 + … + n] side by side; SILU_MUL: weights 1 (gate) and 2 (up) on the same rows, out [B, N1]."""
+    out[b, N1 + … + n] side by side; SILU_MUL: weights 1 (gate) and 2 (up) on the same rows, out [B, N1].
+    PDL=1 (launched as a programmatic dependent launch): the next kernel may start once every program here has
+    started, and this one's weights load while the previous kernel ends (``_tile``)."""
+    if PDL:
+        gdc_launch_dependents()
     pid = tl.program_id(0)
     s = tl.program_id(1)
     S = tl.num_programs(1)
@@ -323,26 +334,26 @@ def nf4_gemv_kernel(
         n = N1
         acc = _tile(x_ptr, stride_x, w1_ptr, absmax1_ptr, code_ptr, nested_code1_ptr,
                     nested_absmax1_ptr, offset1, rows, N1, K, K2, kb0,
-                    B, BP, BN, ITERS, NESTED, NB2, DECODE, ASM, HALF, DOT, XROWS)  # fmt: skip
+                    B, BP, BN, ITERS, NESTED, NB2, DECODE, ASM, HALF, DOT, XROWS, PDL)  # fmt: skip
     elif pid < blocks1 + blocks2:
         rows = (pid - blocks1) * BN + local
         base = N1
         n = N2
         acc = _tile(x_ptr, stride_x, w2_ptr, absmax2_ptr, code_ptr, nested_code2_ptr,
                     nested_absmax2_ptr, offset2, rows, N2, K, K2, kb0,
-                    B, BP, BN, ITERS, NESTED, NB2, DECODE, ASM, HALF, DOT, XROWS)  # fmt: skip
+                    B, BP, BN, ITERS, NESTED, NB2, DECODE, ASM, HALF, DOT, XROWS, PDL)  # fmt: skip
     else:
         rows = (pid - blocks1 - blocks2) * BN + local
         base = N1 + N2
         n = N3
         acc = _tile(x_ptr, stride_x, w3_ptr, absmax3_ptr, code_ptr, nested_code3_ptr,
                     nested_absmax3_ptr, offset3, rows, N3, K, K2, kb0,
-                    B, BP, BN, ITERS, NESTED, NB2, DECODE, ASM, HALF, DOT, XROWS)  # fmt: skip
+                    B, BP, BN, ITERS, NESTED, NB2, DECODE, ASM, HALF, DOT, XROWS, PDL)  # fmt: skip
     _partials(part_ptr, s, NT, base + rows, rows, n, B, BP, acc)
     if EPILOGUE == 2:
         up = _tile(x_ptr, stride_x, w2_ptr, absmax2_ptr, code_ptr, nested_code2_ptr,
                     nested_absmax2_ptr, offset2, rows, N1, K, K2, kb0,
-                    B, BP, BN, ITERS, NESTED, NB2, DECODE, ASM, HALF, DOT, XROWS)  # fmt: skip
+                    B, BP, BN, ITERS, NESTED, NB2, DECODE, ASM, HALF, DOT, XROWS, PDL)  # fmt: skip
         _partials(part_ptr, s, NT, N1 + rows, rows, n, B, BP, up)
     done = tl.atomic_add(count_ptr + pid, 1, sem="acq_rel")
     if done == S - 1:  # the last slice of this row block: add the partials, apply the epilogue
@@ -386,24 +397,27 @@ _tuned = triton.autotune(CONFIGS, key=["NT", "K", "B", "EPILOGUE", "WEIGHTS"])(n
 _counters: dict = {}
 
 
-def nf4_gemv(x, weight: Nf4Weight, *, residual=None, up: Nf4Weight | None = None, out=None, config=None):
+def nf4_gemv(
+    x, weight: Nf4Weight, *, residual=None, up: Nf4Weight | None = None, out=None, config=None, pdl: bool = False
+):
     """``x @ W.T`` for x [B, K] (B ≤ 8) in the compute dtype; ``residual`` adds, ``up`` gives silu(x W.T) * x U.T.
 
     ``config`` (BN, ITERS, num_warps and optionally DECODE) sets the tiling, ``DEFAULT_CONFIG`` without it;
     ``"tune"`` times every config of ``CONFIGS`` once per shape and keeps the fastest. DECODE defaults to the byte
-    permutes where the kernel is compiled for CUDA, the table loads in Triton's interpreter.
+    permutes where the kernel is compiled for CUDA, the table loads in Triton's interpreter. ``pdl``: launched as
+    a programmatic dependent launch (``models.grid_overlap``; only where ``grid_overlap.supported``).
     """
     if up is not None:
-        return _launch(x, [weight, up], SILU_MUL, None, out, config)
-    return _launch(x, [weight], RESIDUAL if residual is not None else PLAIN, residual, out, config)
+        return _launch(x, [weight, up], SILU_MUL, None, out, config, pdl)
+    return _launch(x, [weight], RESIDUAL if residual is not None else PLAIN, residual, out, config, pdl)
 
 
-def nf4_gemv_stacked(x, weights: list[Nf4Weight], out=None, config=None):
+def nf4_gemv_stacked(x, weights: list[Nf4Weight], out=None, config=None, pdl: bool = False):
     """``x @ W.T`` for 1–3 weights of the same K in one launch: [B, N1 + N2 + N3], each output in its columns."""
-    return _launch(x, weights, PLAIN, None, out, config)
+    return _launch(x, weights, PLAIN, None, out, config, pdl)
 
 
-def _launch(x, weights: list[Nf4Weight], epilogue: int, residual, out, config):
+def _launch(x, weights: list[Nf4Weight], epilogue: int, residual, out, config, pdl: bool):
     import torch
 
     batch, k = x.shape
@@ -436,6 +450,7 @@ def _launch(x, weights: list[Nf4Weight], epilogue: int, residual, out, config):
     config.pop("DOT", None)
     shape = dict(B=batch, BP=16 if dot else triton.next_power_of_2(batch), NESTED=first.nested, DOT=dot)
     shape.update(NB2=first.nested_block, EPILOGUE=epilogue, WEIGHTS=len(weights), ASM=first.asm, SP=slices_pow2)
+    shape.update(pdl_options(pdl))
     grid = _grid(weights, pair)
     if tune:
         _tuned[grid](*args, **shape)

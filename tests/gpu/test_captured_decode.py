@@ -127,3 +127,31 @@ def test_llava_language_model_decodes_through_the_captured_step(tmp_path):
     text = model.processor.tokenizer.decode(eager[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     assert captured == text
     model.unload()
+
+
+def test_overlapped_launches_change_no_bit_of_the_step(small_llama):
+    """Programmatic dependent launch only moves when kernels start: the captured step with it gives the very
+    logits of the step without it, over 64 greedy steps of five prompts (a read before the previous kernel's
+    writes would show here as different logits, or different tokens soon after)."""
+    import torch
+
+    from bench.random_checkpoints import random_words
+    from models import grid_overlap
+    from models.llm import Generator, LlmSpec, SamplingParams
+
+    if not grid_overlap.supported(torch.device("cuda")):
+        pytest.skip("programmatic dependent launch needs compute capability 9.0 and a Triton that has it")
+    generator = Generator(LlmSpec(model=str(small_llama), quantization="nf4", device="cuda", context_tokens=1024))
+    decoder = generator.decoder
+    assert decoder.ops.pdl is True  # the default where it is supported
+    prompts = [generator.prompt_ids([{"role": "user", "content": random_words(200, 32000, s)}]) for s in range(5)]
+    params = SamplingParams(temperature=0, repetition_penalty=1.0, max_new_tokens=64)
+    runs = {}
+    for pdl in (True, False):
+        decoder.ops.pdl = pdl
+        decoder.forget(1)  # captured again with the launches of this kind
+        runs[pdl] = [decoder.generate(torch.tensor([ids], device="cuda"), params, True) for ids in prompts]
+    for (tokens, logits), (tokens_off, logits_off) in zip(runs[True], runs[False], strict=True):
+        assert torch.equal(tokens, tokens_off)
+        assert all(torch.equal(a, b) for a, b in zip(logits, logits_off, strict=True))
+    generator.unload()
