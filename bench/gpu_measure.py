@@ -75,3 +75,18 @@ def nf4_bytes(module) -> int:
     if state.nested:
         total += state.state2.absmax.numel() * 4 + state.state2.code.numel() * 4
     return total
+
+
+def random_13b_generator(folder):
+    """zhiku's generator over the random-weight LLaMA-2-13B in ``folder`` (built there first if missing), NF4, a
+    4,096-token cache; None without a CUDA GPU (the caller says so)."""
+    import torch
+
+    from bench.random_checkpoints import save_random_llama
+    from models.llm import Generator, LlmSpec
+
+    if not torch.cuda.is_available():
+        return None
+    if not (folder / "config.json").is_file():
+        save_random_llama(folder)
+    return Generator(LlmSpec(model=str(folder), quantization="nf4", device="cuda", context_tokens=4096))

@@ -6,6 +6,8 @@ For each batch size the step runs eagerly (kernel for kernel what the CUDA graph
 profiler at a cache of ``--context`` tokens; kernels are grouped by name and grid and printed as microseconds
 per step with their share, next to the replayed graph's time per step (the difference is launch gaps). Also
 times the phases of the first token (model forward, cache copy, choice) for a fresh and a reused prompt.
+Where the kernels overlap through programmatic dependent launch (``models.grid_overlap``), the graph is also
+captured and timed without it.
 """
 
 from __future__ import annotations
@@ -26,20 +28,20 @@ enforce_offline()
 
 
 def kernel_table(decoder, batch: int, context: int, steps: int = 3) -> tuple[list[dict], float, float]:
-    """Rows (kernel, grid, calls per step, µs per step), the summed kernel µs and the graph's µs per step."""
+    """Rows (kernel, grid, calls per step, µs per step), the summed kernel µs and the graph's µs per step. The
+    kernels are profiled launched the ordinary way, so that each one's time is its own."""
     import torch
 
-    from bench.gpu_measure import median_cuda
     from models.decode_step import decode_step
 
+    graph_us = replay_us(decoder, batch, context)
     state = decoder._state(batch)
-    graph = state.graphs[True]
 
     def at_context(fn):
         state.pos.fill_(context)
         fn()
 
-    graph_us = median_cuda(lambda: at_context(graph.replay), repeats=10) * 1e6
+    overlap, decoder.ops.pdl = decoder.ops.pdl, False  # each kernel's own time, not time spent waiting in one
     with torch.inference_mode():
         at_context(lambda: decode_step(decoder.parts, decoder.ops, state, True))
         torch.cuda.synchronize()
@@ -47,6 +49,7 @@ def kernel_table(decoder, batch: int, context: int, steps: int = 3) -> tuple[lis
             for _ in range(steps):
                 at_context(lambda: decode_step(decoder.parts, decoder.ops, state, True))
             torch.cuda.synchronize()
+    decoder.ops.pdl = overlap
     with tempfile.NamedTemporaryFile(suffix=".json") as trace:
         prof.export_chrome_trace(trace.name)
         events = json.loads(Path(trace.name).read_text())["traceEvents"]
@@ -63,6 +66,31 @@ def kernel_table(decoder, batch: int, context: int, steps: int = 3) -> tuple[lis
     ]
     rows.sort(key=lambda r: -r["us"])
     return rows, sum(r["us"] for r in rows), graph_us
+
+
+def replay_us(decoder, batch: int, context: int) -> float:
+    """µs of one replay of the greedy step's graph at a cache of ``context`` tokens."""
+    from bench.gpu_measure import median_cuda
+
+    state = decoder._state(batch)
+    graph = state.graphs[True]
+
+    def replay():
+        state.pos.fill_(context)
+        graph.replay()
+
+    return median_cuda(replay, repeats=20) * 1e6
+
+
+def replay_us_without_overlap(decoder, batch: int, context: int) -> float:
+    """The same, captured again with every kernel launched the ordinary way; the overlap restored after."""
+    decoder.ops.pdl = False
+    decoder.forget(batch)
+    try:
+        return replay_us(decoder, batch, context)
+    finally:
+        decoder.ops.pdl = True
+        decoder.forget(batch)
 
 
 def prefill_phases(generator, vocab: int) -> list[dict]:
@@ -90,17 +118,14 @@ def main() -> int:
 
     import torch
 
+    from bench.gpu_measure import random_13b_generator
     from bench.ingest_bench import table
-    from bench.random_checkpoints import LLAMA2_13B, save_random_llama
-    from models.llm import Generator, LlmSpec
+    from bench.random_checkpoints import LLAMA2_13B
 
-    if not torch.cuda.is_available():
+    generator = random_13b_generator(args.dir)
+    if generator is None:
         print("needs a CUDA GPU", file=sys.stderr)
         return 2
-    if not (args.dir / "config.json").is_file():
-        save_random_llama(args.dir)
-    spec = LlmSpec(model=str(args.dir), quantization="nf4", device="cuda", context_tokens=4096)
-    generator = Generator(spec)
     result: dict = {"device": torch.cuda.get_device_name(0), "load_s": generator.load_seconds}
     result["prefill"] = prefill_phases(generator, LLAMA2_13B["vocab_size"])
     headers = ["prompt", "ttft ms", "model ms", "cache copy ms", "first token ms"]
@@ -112,6 +137,10 @@ def main() -> int:
         result[f"batch{batch}"] = {"rows": rows, "kernels_us": kernels_us, "graph_us": graph_us}
         print(f"\nbatch {batch}, cache {args.context} tokens: graph replay {graph_us:.0f} µs per step, kernels "
               f"{kernels_us:.0f} µs (the rest is gaps between kernels)")  # fmt: skip
+        if generator.decoder.ops.pdl:
+            plain = replay_us_without_overlap(generator.decoder, batch, args.context)
+            result[f"batch{batch}"]["graph_us_without_overlap"] = plain
+            print(f"graph replay with overlapped launches {graph_us:.0f} µs, without {plain:.0f} µs per step")
         print(table(f"kernels of one step, batch {batch}", ["kernel", "grid", "calls", "µs/step", "share"],
                     [[r["kernel"], r["grid"], f"{r['calls']:.0f}", f"{r['us']:.0f}",
                       f"{100 * r['us'] / kernels_us:.1f}%"] for r in rows[:24]]))  # fmt: skip
