@@ -48,6 +48,13 @@ class Services:
     qa: QAService
     image_qa: ImageQAService
 
+    def langchain_retriever(self, k: int | None = None, mode: str | None = None):
+        """zhiku's search over this data directory as a LangChain ``BaseRetriever`` (``rag.langchain_retriever``);
+        ``k`` defaults to ``ZHIKU_TOP_K``, ``mode`` to ``ZHIKU_RETRIEVAL_MODE``."""
+        from rag.langchain_retriever import ZhikuRetriever
+
+        return ZhikuRetriever(retriever=self.qa.context.retriever, k=k or self.settings.top_k, mode=mode)
+
     def close(self) -> None:
         self.telemetry.stop()
         for name in (CHAT_MODEL, VISION_MODEL):
