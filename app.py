@@ -23,11 +23,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def preload(services) -> None:
     """Load the chat model in the background so the first question does not wait for it."""
+    from models.protocols import GeneratorUnavailable
     from services import CHAT_MODEL
 
     try:
         with services.governor.acquire(CHAT_MODEL):
             pass
+    except GeneratorUnavailable as exc:  # a chat server that is down: said plainly; each question tries again
+        logging.getLogger("zhiku").warning("the chat model is not available yet: %s", exc)
     except Exception:  # noqa: BLE001 - the first question reports the same error to the user
         logging.getLogger("zhiku").exception("preloading the chat model failed")
 

@@ -11,10 +11,12 @@ from ingest.pipeline import Ingestor
 from ingest.readers import open_document
 from models.device import resolve_device
 from models.embedder import Embedder
+from models.footprint import Footprint
 from models.governor import Governor, budget_bytes
 from models.llm import Generator, LlmSpec, SamplingParams, estimate_footprint, parameter_count
 from models.memory import memory_device
 from models.packaged import ModelNotInstalled
+from models.remote_llm import RemoteGenerator, RemoteSpec
 from models.telemetry import Telemetry
 from models.vision import VisionModel, VisionSpec, estimate_vision
 from rag.answering import AnsweringContext, is_small
@@ -32,8 +34,13 @@ log = logging.getLogger(__name__)
 
 CHAT_MODEL, VISION_MODEL, EMBEDDER = "chat", "vision", "embedder"
 
+
+class ChatServerNotSet(ValueError):
+    """The remote chat backend is chosen but no server is configured."""
+
+
 # What a user must fix before zhiku can start; entry points print these without a traceback.
-StartupError = (EmbedderMismatch, ModelNotInstalled, StoreDamaged)
+StartupError = (EmbedderMismatch, ModelNotInstalled, StoreDamaged, ChatServerNotSet)
 
 
 @dataclass
@@ -77,6 +84,18 @@ def llm_spec(settings: Settings) -> LlmSpec:
     )
 
 
+def remote_spec(settings: Settings) -> RemoteSpec:
+    if not settings.llm_base_url:
+        raise ChatServerNotSet("ZHIKU_LLM_BACKEND=openai needs ZHIKU_LLM_BASE_URL (e.g. http://127.0.0.1:8000/v1)")
+    return RemoteSpec(
+        base_url=settings.llm_base_url,
+        api_key=settings.llm_api_key,
+        model=settings.llm_model,
+        timeout_s=settings.llm_timeout_s,
+        context_tokens=settings.context_tokens,
+    )
+
+
 def sampling_params(settings: Settings) -> SamplingParams:
     return SamplingParams(
         temperature=settings.temperature,
@@ -111,6 +130,7 @@ def build_services(
     Raises StoreDamaged when the registry or the chunk store cannot be read, or when a rebuild did not finish
     (``rebuilding`` is for that rebuild itself; see ``ingest.rebuild``).
     """
+    remote = remote_spec(settings) if settings.llm_backend == "openai" else None  # before anything is opened
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if not rebuilding:  # a rebuild has just checked the store itself
         refuse_pending_rebuild(settings.data_dir)
@@ -147,9 +167,12 @@ def build_services(
         writer=writer or WriterLock(settings.data_dir, on_wait=lambda message: log.warning("%s", message)),
     )
     spec = llm_spec(settings)
-    governor.register(
-        CHAT_MODEL, lambda: Generator(spec), estimate=lambda: estimate_footprint(spec, settings.context_tokens)
-    )
+    if remote is not None:  # a chat server generates: nothing of it is held here
+        governor.register(CHAT_MODEL, lambda: RemoteGenerator(remote), estimate=Footprint(0, 0, 0))
+    else:
+        governor.register(
+            CHAT_MODEL, lambda: Generator(spec), estimate=lambda: estimate_footprint(spec, settings.context_tokens)
+        )
     if settings.vision_model:
         vision = VisionSpec(
             settings.vision_model,
@@ -179,15 +202,18 @@ def build_services(
         on_generation=record,
     )
 
+    def small_chat_model() -> bool:  # a remote model's size is unknown: taken as large
+        return settings.llm_backend == "local" and is_small(parameter_count(spec))
+
     def answer_mode():
         if settings.answer_mode != "auto":
             return settings.answer_mode
-        return "both" if is_small(parameter_count(spec)) else "generate"
+        return "both" if small_chat_model() else "generate"
 
     def rewrite():
         if settings.followup_rewrite != "auto":
             return settings.followup_rewrite
-        return "rules" if is_small(parameter_count(spec)) else "model"
+        return "rules" if small_chat_model() else "model"
 
     qa = QAService(context, chat_model=CHAT_MODEL, answer_mode=answer_mode, rewrite=rewrite)
     image_qa = ImageQAService(

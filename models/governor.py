@@ -305,6 +305,7 @@ class Governor:
                 continue
             entry.load_seconds = time.perf_counter() - started
             delta = max(0, self.device.allocated_bytes() - before)
+            delta = getattr(model, "local_bytes", delta)  # a model that knows it holds nothing here (a remote one)
             entry.held = min(delta, int(getattr(model, "reserved_bytes", 0) or 0))
             entry.measured = delta - entry.held
             entry.loads += 1

@@ -9,8 +9,17 @@ from typing import Any, Protocol
 from models.llm import SamplingParams
 
 
+class GeneratorUnavailable(RuntimeError):
+    """The chat model cannot answer now (a remote chat server that is down, too slow or refuses); the message
+    names the server and the reason. The answer flow then shows the evidence without the model's words."""
+
+
 class TextGenerator(Protocol):
-    """A chat model that streams text for a prompt built with its own chat template."""
+    """A chat model that streams text for a prompt built with its own chat template.
+
+    ``prompt_ids`` returns what the same generator's ``stream`` takes, and ``len()`` of it is the prompt's length
+    in tokens: the token ids for a local model, the messages with an estimate of their tokens for a remote one
+    (``models.remote_llm``)."""
 
     name: str
     parameters: int | None  # the model's size: small models get short prompts and answers

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass
 
 from rag.followup import Turn
@@ -92,7 +92,7 @@ def build_messages(
 @dataclass(frozen=True)
 class FittedPrompt:
     messages: list[dict[str, str]]
-    prompt_ids: list[int]
+    prompt_ids: Sized  # token ids, or a remote model's messages (``models.protocols.TextGenerator``)
     chunks: list[StoredChunk]  # the chunks that made it into the prompt
     question_trimmed: bool
     chunks_dropped: int
@@ -103,7 +103,7 @@ def fit_prompt(
     question: str,
     chunks: Sequence[StoredChunk],
     language: str,
-    encode: Callable[[list[dict[str, str]]], list[int]],
+    encode: Callable[[list[dict[str, str]]], Sized],
     truncate: Callable[[str, int], str],
     budget: int,
     history: Sequence[Turn] = (),
@@ -127,6 +127,6 @@ def fit_prompt(
         trimmed = True
         messages = build_messages(question, [], language)
         ids = encode(messages)
-        if len(ids) > budget:  # decoding may re-tokenise differently; never exceed the window
-            ids = ids[:budget]
+        if len(ids) > budget and isinstance(ids, list):  # decoding may re-tokenise differently; never exceed
+            ids = ids[:budget]  # the window (a remote model's prompt is messages: its question was cut above)
     return FittedPrompt(messages, ids, kept, trimmed, len(chunks) - len(kept), len(history) - len(turns))

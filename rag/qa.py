@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Literal
 
-from models.protocols import TextGenerator
+from models.protocols import GeneratorUnavailable, TextGenerator
 from models.streaming import SamplingParams
 from rag.answering import Answer, AnsweringContext, Source, fit_params, is_small, stream_text
 from rag.evaluation import DEPTH
@@ -73,7 +73,11 @@ class QAService:
             raise ValueError("The question is empty / 问题为空")
         answer = Answer(question=question, language=detect_language(question))
         started = time.perf_counter()
-        searched = self.standalone(question, history)
+        try:
+            searched = self.standalone(question, history)
+        except GeneratorUnavailable as exc:  # the chat model would have rewritten it: the rules do instead
+            searched = rule_rewrite(question, history)
+            answer.notes.append(f"the follow-up was completed by rules, not the model: {exc}")
         asked = ""
         if searched != question:
             answer.standalone, asked = searched, question
@@ -109,11 +113,15 @@ class QAService:
             return
         answer.timings["question_to_evidence_ms"] = (time.perf_counter() - started) * 1000
         yield answer  # the sources, their evidence and the extractive answer, before the model starts
-        yield from self.context.generate(
-            self.chat_model,
-            answer,
-            lambda generator: self._generate(generator, searched, relevant, history, answer, started),
-        )
+        try:
+            yield from self.context.generate(
+                self.chat_model,
+                answer,
+                lambda generator: self._generate(generator, searched, relevant, history, answer, started),
+            )
+        except GeneratorUnavailable as exc:  # a chat server down or too slow: the evidence still answers
+            yield self._without_model(answer, evidence, relevant, str(exc), started)
+            return
         self._check(answer, question, relevant, evidence)
         yield answer  # the same answer, with its unsupported claims and the evidence that backs the rest
 
@@ -143,6 +151,35 @@ class QAService:
         answer.timings["prompt_tokens"] = len(prompt.prompt_ids)
         yield from stream_text(generator, generator.stream(prompt.prompt_ids, params), answer, started)
         answer.timings["reused_prompt_tokens"] = getattr(generator, "last_reused_tokens", 0)
+
+    def chat(self, messages: list[dict[str, str]], params: SamplingParams) -> Iterator[str]:
+        """The chat model's own reply to ``messages``, no documents involved: what the API serves as
+        ``zhiku-llm``, so that another zhiku (or any tool) can use this one's model. ValueError if the messages
+        and ``params.max_new_tokens`` do not fit its context."""
+        with self.context.models.acquire(self.chat_model) as generator:
+            prompt = generator.prompt_ids(messages)
+            if len(prompt) + params.max_new_tokens > generator.context_length:
+                raise ValueError(
+                    f"the messages ({len(prompt)} tokens) and max_tokens ({params.max_new_tokens}) exceed the "
+                    f"model's context of {generator.context_length} tokens"
+                )
+            yield from generator.stream(prompt, params)
+
+    def _without_model(self, answer: Answer, evidence, relevant: list[StoredChunk], why: str, started: float):
+        """The answer when the chat model cannot give one: what it wrote so far, else the evidence sentences."""
+        answer.status = None
+        if answer.text:
+            answer.notes.append(f"the answer was cut off: {why} / 回答中断")
+        else:
+            answer.extract = answer.extract or extract(evidence, relevant)
+            answer.text = "\n".join(f"{q.span.text} ({q.file}, {q.place})" for q in answer.extract)
+            answer.model = None
+            answer.notes.append(
+                f"no model answer: {why}; the passages that answer it are shown / 模型不可用，仅显示出处原文"
+            )
+        answer.timings["total_ms"] = (time.perf_counter() - started) * 1000
+        answer.done = True
+        return answer
 
     def _check(self, answer: Answer, question: str, relevant: list[StoredChunk], evidence) -> None:
         """Mark the answer's claims no source holds; add the sentences that hold the others to the evidence."""

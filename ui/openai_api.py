@@ -9,6 +9,9 @@ them: file, page, location, score, text, evidence...), ``extract``, ``unsupporte
 ``notes``. With a login configured (required off loopback), the API wants it too: the password as the bearer
 token (``api_key`` in OpenAI's clients; percent-encoded, ``urllib.parse.quote(password)``, if it is not ASCII, since
 HTTP headers are) or the UI's login cookie.
+
+The model ``zhiku-llm`` is the chat model itself: the messages go to it as they are, no search, so that another
+zhiku (``ZHIKU_LLM_BACKEND=openai``) or any tool can use this one's model.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from urllib.parse import unquote
 
 from fastapi import Request  # module level: FastAPI reads the handlers' annotations by name
@@ -25,10 +29,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
+from models.streaming import SamplingParams
 from rag.followup import Turn
 from ui.login import logged_in
 
-MODEL_ID = "zhiku"
+MODEL_ID = "zhiku"  # answers from the documents
+CHAT_MODEL_ID = "zhiku-llm"  # the chat model itself: the messages go to it as they are (another zhiku's generator)
 LOGIN_REQUIRED = "a login is required: the UI's password as the bearer token"
 
 
@@ -67,6 +73,43 @@ def _text(content) -> str:
     return ""
 
 
+def chat_messages(messages) -> list[dict[str, str]]:
+    """The messages for the plain chat model: system, user and assistant turns, ending with the user's."""
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("'messages' must be a non-empty list")
+    out = []
+    for message in messages:
+        if not isinstance(message, dict) or message.get("role") not in ("system", "user", "assistant"):
+            raise BadRequest("each message must be an object with a role of system, user or assistant")
+        out.append({"role": message["role"], "content": _text(message.get("content"))})
+    if out[-1]["role"] != "user" or not out[-1]["content"].strip():
+        raise BadRequest("the last message must be the user's, and not empty")
+    return out
+
+
+SAMPLING_FIELDS = {  # request field -> (SamplingParams field, least value)
+    "temperature": ("temperature", 0.0),
+    "top_p": ("top_p", 1e-6),
+    "max_tokens": ("max_new_tokens", 1),
+    "repetition_penalty": ("repetition_penalty", 1.0),
+}
+
+
+def sampling(body: dict, defaults: SamplingParams) -> SamplingParams:
+    """zhiku's sampling settings, with what the request sets instead (OpenAI's names; repetition_penalty too)."""
+    changes = {}
+    for name, (field, low) in SAMPLING_FIELDS.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
+            raise BadRequest(f"'{name}' must be a number of at least {low:g}")
+        changes[field] = int(value) if field == "max_new_tokens" else float(value)
+    if changes.get("top_p", 1.0) > 1.0:
+        raise BadRequest("'top_p' must be at most 1")
+    return replace(defaults, **changes)
+
+
 def add_openai_routes(app, qa, auth: tuple[str, str] | None) -> None:
     """``/v1/models`` and ``/v1/chat/completions`` on Gradio's FastAPI ``app``, answering through ``qa``."""
 
@@ -84,7 +127,10 @@ def add_openai_routes(app, qa, auth: tuple[str, str] | None) -> None:
     def models(request: Request):
         if not allowed(request):
             return _error(401, LOGIN_REQUIRED, "invalid_api_key")
-        return {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "zhiku"}]}
+        listed = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "zhiku"} for name in (MODEL_ID, CHAT_MODEL_ID)
+        ]
+        return {"object": "list", "data": listed}
 
     async def completions(request: Request):
         if not allowed(request):
@@ -96,6 +142,9 @@ def add_openai_routes(app, qa, auth: tuple[str, str] | None) -> None:
         try:
             if not isinstance(body, dict):
                 raise BadRequest("the body must be a JSON object")
+            if body.get("model") == CHAT_MODEL_ID:
+                return await _plain_chat(qa, chat_messages(body.get("messages")), sampling(body, qa.context.params),
+                                         bool(body.get("stream")))  # fmt: skip
             question, history = conversation(body.get("messages"))
         except BadRequest as exc:
             return _error(400, str(exc), "invalid_request_error")
@@ -115,6 +164,42 @@ def add_openai_routes(app, qa, auth: tuple[str, str] | None) -> None:
     ]
     for route in reversed(routes):  # first in the list: Gradio's own routes must not shadow them
         app.router.routes.insert(0, route)
+
+
+async def _plain_chat(qa, messages: list[dict[str, str]], params: SamplingParams, stream: bool):
+    """The chat model's reply to ``messages`` (``zhiku-llm``), streamed or whole."""
+    ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    pieces = qa.chat(messages, params)
+    if stream:
+        return StreamingResponse(_piece_events(pieces, ident, created), media_type="text/event-stream")
+    try:
+        text = await run_in_threadpool(lambda: "".join(pieces))
+    except ValueError as exc:  # the messages do not fit the model's context
+        return _error(400, str(exc), "invalid_request_error")
+    except Exception as exc:  # noqa: BLE001 - the client gets the reason
+        return _error(500, f"the chat model failed: {exc}", "server_error")
+    choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+    return {"id": ident, "object": "chat.completion", "created": created, "model": CHAT_MODEL_ID,
+            "choices": [choice], "usage": None}  # fmt: skip
+
+
+def _piece_events(pieces: Iterator[str], ident: str, created: int) -> Iterator[str]:
+    def chunk(delta: dict, finish: str | None = None) -> str:
+        data = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": CHAT_MODEL_ID,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}  # fmt: skip
+        return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+    yield chunk({"role": "assistant", "content": ""})
+    try:
+        for piece in pieces:
+            if piece:
+                yield chunk({"content": piece})
+    except Exception as exc:  # noqa: BLE001 - the stream has started: the error goes to the client as an event
+        yield f"data: {json.dumps({'error': {'message': str(exc), 'type': 'server_error'}}, ensure_ascii=False)}\n\n"
+        yield "data: [DONE]\n\n"
+        return
+    yield chunk({}, "stop")
+    yield "data: [DONE]\n\n"
 
 
 def _last(answers: Iterator):

@@ -32,7 +32,7 @@ def api(settings, english_pdf, chinese_pdf):
 def test_models_completion_stream_and_follow_up_with_the_openai_client(api):
     base_url, password = api
     client = openai.OpenAI(base_url=base_url, api_key=password, max_retries=0, timeout=300)
-    assert [m.id for m in client.models.list()] == ["zhiku"]
+    assert [m.id for m in client.models.list()] == ["zhiku", "zhiku-llm"]
 
     completion = client.chat.completions.create(
         model="zhiku", messages=[{"role": "user", "content": "长城全长多少公里？"}]
@@ -75,3 +75,27 @@ def test_bad_requests_and_a_missing_login_are_refused(api):
         client.chat.completions.create(model="zhiku", messages=[{"role": "assistant", "content": "hello"}])
     with pytest.raises(openai.BadRequestError, match="non-empty list"):
         client.chat.completions.create(model="zhiku", messages=[])
+
+
+def test_the_chat_model_itself_as_zhiku_llm(api):
+    """``zhiku-llm``: the messages go to the chat model as they are (no documents); what another zhiku uses as
+    its remote generator (tests/test_remote_backend.py)."""
+    base_url, password = api
+    client = openai.OpenAI(base_url=base_url, api_key=password, max_retries=0, timeout=300)
+    messages = [{"role": "system", "content": "You are brief."}, {"role": "user", "content": "Name a colour."}]
+    whole = client.chat.completions.create(model="zhiku-llm", messages=messages, temperature=0, max_tokens=12)
+    assert whole.model == "zhiku-llm" and whole.choices[0].message.content.strip()
+    assert "zhiku" not in (whole.model_extra or {})  # no sources: no documents were searched
+    pieces = [
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(
+            model="zhiku-llm", messages=messages, temperature=0, max_tokens=12, stream=True
+        )
+    ]
+    assert "".join(pieces) == whole.choices[0].message.content  # greedy: the same text, streamed
+    with pytest.raises(openai.BadRequestError, match="'temperature' must be a number of at least 0"):
+        client.chat.completions.create(model="zhiku-llm", messages=messages, temperature=-1)
+    with pytest.raises(openai.BadRequestError, match="exceed the model's context"):
+        client.chat.completions.create(model="zhiku-llm", messages=messages, max_tokens=10**6)
+    with pytest.raises(openai.BadRequestError, match="role of system, user or assistant"):
+        client.chat.completions.create(model="zhiku-llm", messages=[{"role": "tool", "content": "x"}])
