@@ -20,12 +20,14 @@ from models.remote_llm import RemoteGenerator, RemoteSpec
 from models.telemetry import Telemetry
 from models.vision import VisionModel, VisionSpec, estimate_vision
 from rag.answering import AnsweringContext, is_small
+from rag.chroma_client import ChromaServerUnavailable
 from rag.damage import ChunkStoreCheck, StoreDamaged, refuse_pending_rebuild
 from rag.image_qa import ImageQAService
 from rag.qa import QAService
 from rag.registry import Registry
 from rag.relevance import RelevanceRule
 from rag.retriever import Retriever
+from rag.shared_store import follow_shared_store
 from rag.store import ChunkStore, EmbedderMismatch
 from rag.writer_lock import WriterLock
 from settings import Settings
@@ -40,7 +42,7 @@ class ChatServerNotSet(ValueError):
 
 
 # What a user must fix before zhiku can start; entry points print these without a traceback.
-StartupError = (EmbedderMismatch, ModelNotInstalled, StoreDamaged, ChatServerNotSet)
+StartupError = (EmbedderMismatch, ModelNotInstalled, StoreDamaged, ChatServerNotSet, ChromaServerUnavailable)
 
 
 @dataclass
@@ -134,7 +136,8 @@ def build_services(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if not rebuilding:  # a rebuild has just checked the store itself
         refuse_pending_rebuild(settings.data_dir)
-    check = ChunkStoreCheck(settings.chroma_dir, enabled=not rebuilding)  # reads the store while the embedder loads
+    # reads the embedded store while the embedder loads (a Chroma server checks its own)
+    check = ChunkStoreCheck(settings.chroma_dir, enabled=not rebuilding and not settings.chroma_url)
     registry = None
     try:
         device = resolve_device(settings.device)
@@ -146,7 +149,10 @@ def build_services(
         governor.adopt(EMBEDDER, embedder, measured=measured, pinned=settings.pin_embedder)
         registry = Registry(settings.registry_path)
         check.result()
-        store = ChunkStore(settings.chroma_dir, embedder, embedder.name, settings.keyword_dir)
+        store = ChunkStore(settings.chroma_dir, embedder, embedder.name, settings.keyword_dir, settings.chroma_url)
+        if settings.chroma_url:  # other front-ends write to it too: this registry follows their documents
+            follow_shared_store(store, registry)
+            store.on_shared_change = lambda: follow_shared_store(store, registry)
     except BaseException:
         if registry is not None:
             registry.close()

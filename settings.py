@@ -30,6 +30,12 @@ class Settings(BaseSettings):
         None, description="Converted-model cache (the GGUF default converted once); empty = DATA_DIR/cache."
     )
 
+    chroma_url: str = Field(
+        "",
+        description="A Chroma server (chroma run) holding the chunks, shared by several zhiku front-ends, e.g. "
+        "http://127.0.0.1:8000; empty = the embedded store in data_dir/chroma.",
+    )
+
     # Server
     host: str = Field("127.0.0.1", description="Address the web UI binds to.")
     port: int = Field(7860, description="Port of the web UI.")

@@ -173,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _rebuild(settings, args) -> int:
-    from ingest.rebuild import known_documents, rebuild
+    from ingest.rebuild import SharedStoreRebuild, known_documents, rebuild
     from rag.writer_lock import WriterBusy, command_lock
     from services import StartupError, build_services
 
@@ -183,7 +183,7 @@ def _rebuild(settings, args) -> int:
         with writer.hold("rebuilding the index"):  # the whole rebuild: no other writer sees a half-made store
             open_services = lambda: build_services(settings, rebuilding=True, writer=writer)  # noqa: E731
             result = rebuild(settings, open_services, force=args.force, progress=bars)
-    except StartupError as exc:
+    except (*StartupError, SharedStoreRebuild) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except WriterBusy as exc:

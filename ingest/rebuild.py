@@ -137,6 +137,10 @@ def known_documents(settings: Settings) -> list[KnownDocument]:
     return [known[name] for name in sorted(known)]
 
 
+class SharedStoreRebuild(RuntimeError):
+    """A rebuild was asked for a store that lives on a shared Chroma server; the message says what to do."""
+
+
 def rebuild(
     settings: Settings, open_services: Callable[[], object], *, force: bool = False, progress: ProgressFn | None = None
 ) -> RebuildResult:
@@ -147,6 +151,12 @@ def rebuild(
     done; if this stops half way, the app and the commands refuse the half-filled store, and the next rebuild
     finishes the job.
     """
+    if settings.chroma_url:
+        raise SharedStoreRebuild(
+            f"The chunks are on the Chroma server at {settings.chroma_url}, which other front-ends share: a rebuild "
+            "from here would replace their store too. Rebuild it on purpose: stop the server, move its --path "
+            "aside, start it again, then run `python -m ingest` over the documents from one front-end."
+        )
     pending = pending_rebuild(settings.data_dir) or {}
     registry_damaged = not registry_readable(settings)
     store_damaged = not chunk_store_readable(settings)

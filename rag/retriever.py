@@ -56,6 +56,7 @@ class Retriever:
         if mode not in MODES:
             raise ValueError(f"unknown retrieval mode {mode!r}; choose one of {', '.join(MODES)}")
         started = time.perf_counter()
+        self.store.catch_up()  # a store shared through a Chroma server: other front-ends' changes first
         vector = self.embeddings.embed_query(question)  # every mode: relevance is judged on similarity too
         embedded = time.perf_counter()
         terms = tuple(tokenize(question))

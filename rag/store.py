@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
+from rag.chroma_client import open_client
 from rag.citations import place
 from rag.damage import COLLECTION, StoreDamaged
 from rag.keyword_index import KeywordIndex
@@ -19,6 +20,7 @@ from rag.keyword_index import KeywordIndex
 log = logging.getLogger(__name__)
 
 DENSE, KEYWORD = "dense", "keyword"  # the indexes a chunk can be found by
+GENERATION = "zhiku_generation"  # the shared collection's change counter, in its metadata
 
 
 @dataclass(frozen=True)
@@ -60,20 +62,24 @@ class ChunkStore:
     sync_batch = 1000  # chunks read from Chroma at a time when the keyword index is made again
 
     def __init__(
-        self, directory: Path, embeddings: Embeddings, embedder_name: str = "", keyword_dir: Path | None = None
+        self,
+        directory: Path,
+        embeddings: Embeddings,
+        embedder_name: str = "",
+        keyword_dir: Path | None = None,
+        server_url: str = "",
     ) -> None:
-        import chromadb
-        from chromadb.config import Settings as ChromaSettings
         from chromadb.errors import ChromaError
         from langchain_chroma import Chroma
 
-        directory.mkdir(parents=True, exist_ok=True)
         self._embeddings = embeddings
         self._client = None
+        self.server_url = server_url  # a Chroma server shared with other front-ends, or "" (embedded)
+        self._generation: object = None  # the shared collection's change marker, as last seen
+        self.on_shared_change = None  # called after catching up with another front-end's change (the registry)
+        self.keyword = None
         try:  # run rag.damage.ChunkStoreCheck first: a damaged vector index can crash this process outright
-            self._client = chromadb.PersistentClient(
-                path=str(directory), settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False)
-            )
+            self._client = open_client(directory, server_url)
             self._vectors = Chroma(
                 collection_name=COLLECTION,
                 embedding_function=embeddings,
@@ -96,6 +102,7 @@ class ChunkStore:
         self._write_lock = threading.Lock()
         self.keyword = KeywordIndex(keyword_dir or directory.with_name("keyword"))
         try:
+            self._generation = self.generation()
             self.keyword_notice = self._sync_keyword_index()
             self.keyword.refresh()
         except BaseException:
@@ -107,12 +114,48 @@ class ChunkStore:
         if self._client is not None:
             self._client.close()
             self._client = None
-        if getattr(self, "keyword", None) is not None:
+        if self.keyword is not None:
             self.keyword.close()
 
-    def _sync_keyword_index(self) -> str | None:
-        """Make the keyword index hold exactly the collection's chunks; a message when it had to be made again."""
-        if self.keyword.count() == self.count():
+    # -- a store shared through a Chroma server ----------------------------------------------------------------
+    def generation(self) -> object:
+        """The shared collection's change marker (every write bumps it); None for an embedded store."""
+        if not self.server_url:
+            return None
+        collection = self._client.get_collection(COLLECTION)
+        return (collection.metadata or {}).get(GENERATION, 0)
+
+    def catch_up(self) -> bool:
+        """With a server: if another front-end changed the collection since this one last looked, bring the keyword
+        index in line with it (the registry follows in ``rag.shared_store``). True when something changed."""
+        if not self.server_url:
+            return False
+        seen = self.generation()
+        if seen == self._generation:
+            return False
+        with self._write_lock:
+            self._sync_keyword_index(quiet=True)
+            self.keyword.refresh()
+            self._generation = seen
+        if self.on_shared_change is not None:
+            self.on_shared_change()
+        return True
+
+    def _bump(self) -> None:
+        """Tell the other front-ends that the collection changed (a counter in the collection's metadata)."""
+        if not self.server_url:
+            return
+        collection = self._client.get_collection(COLLECTION)
+        metadata = dict(collection.metadata or {})
+        metadata.pop("hnsw:space", None)  # fixed at creation; Chroma refuses to modify it
+        metadata[GENERATION] = int(metadata.get(GENERATION, 0)) + 1
+        collection.modify(metadata=metadata)
+        self._generation = metadata[GENERATION]
+
+    def _sync_keyword_index(self, quiet: bool = False) -> str | None:
+        """Make the keyword index hold exactly the collection's chunks; a message when it had to be made again
+        (``quiet``: another front-end's change to a shared store, which is no damage)."""
+        if self.keyword.count() == self.count() and not quiet:
             return None
         collection = self._vectors._collection
         stored = set(collection.get(include=[])["ids"])
@@ -124,6 +167,10 @@ class ChunkStore:
             got = collection.get(ids=missing[start : start + self.sync_batch], include=["documents", "metadatas"])
             texts = [indexed_text(text, meta or {}) for text, meta in zip(got["documents"], got["metadatas"])]
             self.keyword.add(got["ids"], texts, got["metadatas"])
+        if quiet:
+            log.info("the shared store changed: %d chunk(s) added to the keyword index, %d removed", len(missing),
+                     len(extra))  # fmt: skip
+            return None
         why = f" ({self.keyword.rebuilt_reason})" if self.keyword.rebuilt_reason else ""
         notice = (
             f"The keyword index was out of step with the chunk store{why}: {len(missing)} chunk(s) added to it from "
@@ -152,6 +199,7 @@ class ChunkStore:
             self._vectors._collection.upsert(
                 ids=list(ids), embeddings=vectors, documents=list(texts), metadatas=list(metadatas)
             )
+            self._bump()
 
     def ids_for(self, source: str) -> list[str]:
         return self._vectors.get(where={"source": source}, include=[])["ids"]
@@ -172,6 +220,8 @@ class ChunkStore:
             for start in range(0, len(ids), self.delete_batch):  # Chroma caps one request's size
                 self._vectors.delete(ids=ids[start : start + self.delete_batch])
             self.keyword.delete(set(ids) | set(self.keyword.ids_where(source, keep_sha256, only_sha256)))
+            if ids:
+                self._bump()
         return len(ids)
 
     def search_by_vector(self, vector: list[float], k: int) -> list[StoredChunk]:

@@ -52,6 +52,7 @@ class ZhikuUI:
     # -- handlers ---------------------------------------------------------------------------------------
 
     def documents(self):
+        self.services.store.catch_up()  # with a shared Chroma server: what other front-ends stored or deleted
         records = self.services.registry.all()
         names = [r.name for r in records]
         return document_rows(records), gr.update(choices=names, value=None)
