@@ -118,16 +118,15 @@ class RemoteGenerator:
             stream = self._client.chat.completions.create(
                 model=self.model,
                 messages=list(prompt.messages),
-                stream=True,
-                stream_options={"include_usage": True},
+                stream=True,  # no stream_options: not every server takes them; the pieces are counted instead
                 temperature=params.temperature,
                 top_p=params.top_p,
                 max_tokens=params.max_new_tokens,
                 extra_body=extra,
             )
             for chunk in stream:
-                if chunk.usage is not None and chunk.usage.completion_tokens:
-                    self.last_new_tokens = chunk.usage.completion_tokens
+                if getattr(chunk, "usage", None) is not None and chunk.usage.completion_tokens:
+                    self.last_new_tokens = chunk.usage.completion_tokens  # a server that reports it anyway
                 for choice in chunk.choices or ():
                     text = choice.delta.content if choice.delta else None
                     if text:
@@ -137,7 +136,7 @@ class RemoteGenerator:
                         yield text
         except Exception as exc:  # noqa: BLE001 - every failure of the server becomes one clear message
             raise ChatServerUnavailable(self._reason(exc)) from exc
-        self.last_new_tokens = self.last_new_tokens or pieces  # a server without usage: one piece ~ one token
+        self.last_new_tokens = self.last_new_tokens or pieces  # servers stream about one token a piece
 
     def unload(self) -> None:
         self._client.close()
