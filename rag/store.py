@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
-from rag.chroma_client import open_client
+from rag.chroma_client import ChromaServerUnavailable, open_client
 from rag.citations import place
 from rag.damage import COLLECTION, StoreDamaged
 from rag.keyword_index import KeywordIndex
@@ -122,7 +122,12 @@ class ChunkStore:
         """The shared collection's change marker (every write bumps it); None for an embedded store."""
         if not self.server_url:
             return None
-        collection = self._client.get_collection(COLLECTION)
+        try:
+            collection = self._client.get_collection(COLLECTION)
+        except Exception as exc:  # noqa: BLE001 - the server went away: say which and why, not a client traceback
+            raise ChromaServerUnavailable(
+                f"The Chroma server at {self.server_url} stopped answering ({type(exc).__name__}: {exc})"
+            ) from exc
         return (collection.metadata or {}).get(GENERATION, 0)
 
     def catch_up(self) -> bool:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,32 +22,40 @@ pytestmark = pytest.mark.slow
 ZEBRAS = "When do zebras cross the Mara River?"
 
 
-@pytest.fixture
-def chroma_server(tmp_path):
-    """``chroma run`` (the CLI in chromadb's wheel) on a free loopback port; its URL once it answers."""
+@contextmanager
+def running_chroma(folder: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``chroma run`` (the CLI in chromadb's wheel) on a free loopback port: its URL and process once it answers."""
     port = free_port()
-    log = (tmp_path / "chroma.log").open("wb")
+    log = (folder / "chroma.log").open("wb")
     process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("chroma")), "run", "--path", str(tmp_path / "server-store"),
+        [str(Path(sys.executable).with_name("chroma")), "run", "--path", str(folder / "server-store"),
          "--host", "127.0.0.1", "--port", str(port)],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     deadline = time.monotonic() + 30
-    while True:
-        try:
-            with opener.open(f"{url}/api/v2/heartbeat", timeout=1):
-                break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"chroma run did not start: {(tmp_path / 'chroma.log').read_text(errors='replace')}")
-            time.sleep(0.2)
-    yield url
-    process.terminate()
-    process.wait(timeout=15)
-    log.close()
+    try:
+        while True:
+            try:
+                with opener.open(f"{url}/api/v2/heartbeat", timeout=1):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"chroma run did not start: {(folder / 'chroma.log').read_text(errors='replace')}")
+                time.sleep(0.2)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=15)
+        log.close()
+
+
+@pytest.fixture
+def chroma_server(tmp_path):
+    with running_chroma(tmp_path) as (url, _):
+        yield url
 
 
 def front_end(settings, tmp_path: Path, name: str, url: str):
@@ -119,3 +129,16 @@ def test_a_server_that_is_down_another_embedder_and_a_rebuild_are_refused(
     monkeypatch.setenv("ZHIKU_CHROMA_URL", chroma_server)
     assert main(["--rebuild", "--data-dir", str(tmp_path / "front-a")]) == EXIT_USAGE
     assert "other front-ends share" in capsys.readouterr().err
+
+
+def test_a_server_that_stops_is_named_at_the_next_question(settings, tmp_path, english_pdf):
+    with running_chroma(tmp_path) as (url, process):
+        a = front_end(settings, tmp_path, "front-a", url)
+        try:
+            a.ingestor.ingest([SourceFile(english_pdf, english_pdf.name)])
+            process.terminate()
+            process.wait(timeout=15)
+            with pytest.raises(ChromaServerUnavailable, match=f"The Chroma server at {url} stopped answering"):
+                a.qa.ask(ZEBRAS, generate=False)
+        finally:
+            a.close()
