@@ -106,7 +106,7 @@ class QAService:
         if answer.answer_mode != "generate":
             answer.extract = extract(evidence, relevant)
         if answer.answer_mode == "extract":
-            answer.text = "\n".join(f"{q.span.text} ({q.file}, {q.place})" for q in answer.extract)
+            answer.text = extract_text(answer)
             answer.timings["total_ms"] = (time.perf_counter() - started) * 1000
             answer.done = True
             yield answer
@@ -172,7 +172,7 @@ class QAService:
             answer.notes.append(f"the answer was cut off: {why} / 回答中断")
         else:
             answer.extract = answer.extract or extract(evidence, relevant)
-            answer.text = "\n".join(f"{q.span.text} ({q.file}, {q.place})" for q in answer.extract)
+            answer.text = extract_text(answer)
             answer.model = None
             answer.notes.append(
                 f"no model answer: {why}; the passages that answer it are shown / 模型不可用，仅显示出处原文"
@@ -195,3 +195,8 @@ class QAService:
         params = SamplingParams(temperature=0.0, repetition_penalty=1.0, max_new_tokens=REWRITE_TOKENS)
         with self.context.models.acquire(self.chat_model) as generator:
             return "".join(generator.stream(generator.prompt_ids(messages), params))
+
+
+def extract_text(answer: Answer) -> str:
+    """The evidence sentences as the answer's text, each with its file and place."""
+    return "\n".join(f"{q.span.text} ({q.file}, {q.place})" for q in answer.extract)
