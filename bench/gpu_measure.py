@@ -4,7 +4,11 @@ Tables are printed with ``bench.ingest_bench.table``, like the other benchmarks.
 
 from __future__ import annotations
 
+import argparse
 import statistics
+from pathlib import Path
+
+RANDOM_13B = Path("/dev/shm/llama2-13b-random")  # where the random-weight LLaMA-2-13B checkpoint is built
 
 
 def copy_bandwidth(gigabytes: float = 2.0, repeats: int = 20) -> float:
@@ -90,3 +94,11 @@ def random_13b_generator(folder):
     if not (folder / "config.json").is_file():
         save_random_llama(folder)
     return Generator(LlmSpec(model=str(folder), quantization="nf4", device="cuda", context_tokens=4096))
+
+
+def random_13b_parser(description: str, out: Path) -> argparse.ArgumentParser:
+    """The options every bench over the random 13B takes: ``--dir`` (its checkpoint) and ``--out`` (the JSON)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--dir", type=Path, default=RANDOM_13B)
+    parser.add_argument("--out", type=Path, default=out)
+    return parser

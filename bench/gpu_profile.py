@@ -12,7 +12,6 @@ captured and timed without it.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import sys
@@ -109,16 +108,15 @@ def prefill_phases(generator, vocab: int) -> list[dict]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dir", type=Path, default=Path("/dev/shm/llama2-13b-random"))
+    from bench.gpu_measure import random_13b_generator, random_13b_parser
+
+    parser = random_13b_parser(__doc__, ROOT / "bench" / "out" / "gpu_profile.json")
     parser.add_argument("--batches", default="1,4")
     parser.add_argument("--context", type=int, default=1500)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "gpu_profile.json")
     args = parser.parse_args()
 
     import torch
 
-    from bench.gpu_measure import random_13b_generator
     from bench.ingest_bench import table
     from bench.random_checkpoints import LLAMA2_13B
 

@@ -10,7 +10,6 @@ host's, since the eager prefill launches ~2,500 kernels from Python.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import os
@@ -93,14 +92,12 @@ def measure(generator, lengths: list[int], label: str, seed: int) -> list[dict]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dir", type=Path, default=Path("/dev/shm/llama2-13b-random"))
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "prefill_lengths.json")
-    args = parser.parse_args()
+    from bench.gpu_measure import random_13b_generator, random_13b_parser
+
+    args = random_13b_parser(__doc__, ROOT / "bench" / "out" / "prefill_lengths.json").parse_args()
 
     import torch
 
-    from bench.gpu_measure import random_13b_generator
     from bench.ingest_bench import table
 
     generator = random_13b_generator(args.dir)

@@ -156,7 +156,7 @@ def add_openai_routes(app, qa, auth: tuple[str, str] | None) -> None:
             answer = await run_in_threadpool(_last, answers)  # the generation, not on the event loop
         except Exception as exc:  # noqa: BLE001 - the client gets the reason, as the chat shows it
             return _error(500, f"the answer failed: {exc}", "server_error")
-        return _completion(answer, ident, created)
+        return _completion(answer.text or "", ident, created, MODEL_ID, _extra(answer))
 
     routes = [
         APIRoute("/v1/models", models, methods=["GET"]),
@@ -171,22 +171,55 @@ async def _plain_chat(qa, messages: list[dict[str, str]], params: SamplingParams
     ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     pieces = qa.chat(messages, params)
     if stream:
-        return StreamingResponse(_piece_events(pieces, ident, created), media_type="text/event-stream")
+        return StreamingResponse(_sse(pieces, ident, created, CHAT_MODEL_ID), media_type="text/event-stream")
     try:
         text = await run_in_threadpool(lambda: "".join(pieces))
     except ValueError as exc:  # the messages do not fit the model's context
         return _error(400, str(exc), "invalid_request_error")
     except Exception as exc:  # noqa: BLE001 - the client gets the reason
         return _error(500, f"the chat model failed: {exc}", "server_error")
+    return _completion(text, ident, created, CHAT_MODEL_ID)
+
+
+def _last(answers: Iterator):
+    *_, answer = answers  # the finished answer: the stream's last update
+    return answer
+
+
+def _completion(text: str, ident: str, created: int, model: str, extra: dict | None = None) -> dict:
     choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-    return {"id": ident, "object": "chat.completion", "created": created, "model": CHAT_MODEL_ID,
-            "choices": [choice], "usage": None}  # fmt: skip
+    whole = {"id": ident, "object": "chat.completion", "created": created, "model": model, "choices": [choice],
+             "usage": None}  # fmt: skip
+    if extra is not None:
+        whole[MODEL_ID] = extra
+    return whole
 
 
-def _piece_events(pieces: Iterator[str], ident: str, created: int) -> Iterator[str]:
-    def chunk(delta: dict, finish: str | None = None) -> str:
-        data = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": CHAT_MODEL_ID,
+def _events(answers: Iterator, ident: str, created: int) -> Iterator[str]:
+    """A zhiku answer as server-sent events: the text each update adds, then zhiku's extra field at the end."""
+    latest: list = []
+
+    def added() -> Iterator[str]:
+        sent = ""
+        for answer in answers:
+            latest[:] = [answer]
+            text = answer.text or ""
+            if text.startswith(sent) and len(text) > len(sent):
+                yield text[len(sent) :]
+                sent = text
+
+    return _sse(added(), ident, created, MODEL_ID, lambda: _extra(latest[0]) if latest else {})
+
+
+def _sse(pieces: Iterator[str], ident: str, created: int, model: str, extra=lambda: None) -> Iterator[str]:
+    """Server-sent events: the role, then each piece of text, then the end (with ``extra()`` as the field
+    ``zhiku`` when it gives one); an error after the start goes to the client as an event."""
+
+    def chunk(delta: dict, finish: str | None = None, fields: dict | None = None) -> str:
+        data = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}  # fmt: skip
+        if fields is not None:
+            data[MODEL_ID] = fields
         return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
     yield chunk({"role": "assistant", "content": ""})
@@ -198,52 +231,7 @@ def _piece_events(pieces: Iterator[str], ident: str, created: int) -> Iterator[s
         yield f"data: {json.dumps({'error': {'message': str(exc), 'type': 'server_error'}}, ensure_ascii=False)}\n\n"
         yield "data: [DONE]\n\n"
         return
-    yield chunk({}, "stop")
-    yield "data: [DONE]\n\n"
-
-
-def _last(answers: Iterator):
-    *_, answer = answers  # the finished answer: the stream's last update
-    return answer
-
-
-def _completion(answer, ident: str, created: int) -> dict:
-    return {
-        "id": ident,
-        "object": "chat.completion",
-        "created": created,
-        "model": MODEL_ID,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": answer.text or ""}, "finish_reason": "stop"}
-        ],
-        "usage": None,
-        MODEL_ID: _extra(answer),
-    }
-
-
-def _events(answers: Iterator, ident: str, created: int) -> Iterator[str]:
-    """Server-sent events: the role, then each new piece of text, then the end with zhiku's extra field."""
-
-    def chunk(delta: dict, finish: str | None = None, extra: dict | None = None) -> str:
-        data = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": MODEL_ID,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}  # fmt: skip
-        if extra is not None:
-            data[MODEL_ID] = extra
-        return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
-
-    yield chunk({"role": "assistant", "content": ""})
-    sent, answer = "", None
-    try:
-        for answer in answers:
-            text = answer.text or ""
-            if text.startswith(sent) and len(text) > len(sent):
-                yield chunk({"content": text[len(sent) :]})
-                sent = text
-    except Exception as exc:  # noqa: BLE001 - the stream has started: the error goes to the client as an event
-        yield f"data: {json.dumps({'error': {'message': str(exc), 'type': 'server_error'}}, ensure_ascii=False)}\n\n"
-        yield "data: [DONE]\n\n"
-        return
-    yield chunk({}, "stop", _extra(answer) if answer is not None else {})
+    yield chunk({}, "stop", extra())
     yield "data: [DONE]\n\n"
 
 

@@ -13,7 +13,7 @@ from langchain_tests.integration_tests import RetrieversIntegrationTests
 from ingest.pipeline import SourceFile
 from rag.langchain_retriever import ZhikuRetriever
 from settings import Settings
-from tests.fixtures.pdfs import CHIP, GREAT_WALL, TEA, VOLCANO, ZEBRA, make_pdf
+from tests.fixtures.pdfs import make_corpus
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 QUESTIONS = {  # question -> (file, page, a phrase of the page)
@@ -25,11 +25,7 @@ QUESTIONS = {  # question -> (file, page, a phrase of the page)
 
 
 def index_corpus(services, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    make_pdf(folder / "wildlife.pdf", ["African wildlife overview.", "Lions hunt at night.", ZEBRA])
-    make_pdf(folder / "geology.pdf", [VOLCANO, "Sedimentary rocks form in layers."])
-    make_pdf(folder / "chips.pdf", ["Contents", "Foreword", "History of computing.", CHIP])
-    make_pdf(folder / "文化.pdf", ["前言。", GREAT_WALL, TEA], chinese=True)
+    make_corpus(folder)
     report = services.ingestor.ingest([SourceFile(p, p.name) for p in sorted(folder.glob("*.pdf"))])
     assert report.ok
 
