@@ -32,35 +32,37 @@ def quantized(n: int, k: int, generator):
     return packed, state
 
 
+KERNELS = {"cuda": {"KERNEL": "cuda"}, "triton": {"KERNEL": "triton", "HALF": 1}}
+
+
 def check(packed, state, batch: int, generator) -> dict:
-    """Relative errors of the plain, residual and silu·up epilogues against bitsandbytes' dequantized weights
-    (fp32 sums of the block products), and of the plain product with the block products in fp16 (HALF)."""
+    """Relative errors against bitsandbytes' dequantized weights (fp32 sums of the block products), for each
+    kernel (CUDA, Triton) and epilogue: plain, + residual, silu·up, and three weights stacked in one launch."""
     import torch
     from bitsandbytes import functional as F
 
-    from models.nf4_gemv import DEFAULT_CONFIG, Nf4Weight, nf4_gemv
+    from models.nf4_gemv import Nf4Weight, nf4_gemv, nf4_gemv_stacked
 
     weight = Nf4Weight.from_state(packed, state)
-    config = dict(DEFAULT_CONFIG, HALF=0)  # checks need no tuning
     reference_w = F.dequantize_4bit(packed, state).float()
     x = torch.randn(batch, weight.k, device="cuda", generator=generator).to(torch.bfloat16)
     reference = x.float() @ reference_w.T
-    out = torch.full((batch, weight.n), float("nan"), dtype=torch.bfloat16, device="cuda")  # poisoned
-    nf4_gemv(x, weight, out=out, config=config)
-    errors = {"plain": _rel(out, reference)}
-    out.fill_(float("nan"))
-    nf4_gemv(x, weight, out=out, config=dict(config, HALF=1))
-    errors["half"] = _rel(out, reference)
     residual = torch.randn(batch, weight.n, device="cuda", generator=generator).to(torch.bfloat16)
-    errors["residual"] = _rel(
-        nf4_gemv(x, weight, residual=residual, config=config), reference.bfloat16().float() + residual.float()
-    )
     up_packed, up_state = quantized(weight.n, weight.k, generator)
+    up_weight = Nf4Weight.from_state(up_packed, up_state)
     up = x.float() @ F.dequantize_4bit(up_packed, up_state).float().T
-    expected = torch.nn.functional.silu(reference.bfloat16()) * up.bfloat16()
-    errors["silu_mul"] = _rel(
-        nf4_gemv(x, weight, up=Nf4Weight.from_state(up_packed, up_state), config=config), expected.float()
-    )
+    expected_silu = torch.nn.functional.silu(reference.bfloat16()) * up.bfloat16()
+    errors = {}
+    for name, config in KERNELS.items():
+        out = torch.full((batch, weight.n), float("nan"), dtype=torch.bfloat16, device="cuda")  # poisoned
+        nf4_gemv(x, weight, out=out, config=config)
+        errors[f"{name}_plain"] = _rel(out, reference)
+        errors[f"{name}_residual"] = _rel(
+            nf4_gemv(x, weight, residual=residual, config=config), reference.bfloat16().float() + residual.float()
+        )
+        errors[f"{name}_silu"] = _rel(nf4_gemv(x, weight, up=up_weight, config=config), expected_silu.float())
+        stacked = nf4_gemv_stacked(x, [weight, up_weight, weight], config=config)
+        errors[f"{name}_stacked"] = _rel(stacked, torch.cat([reference, up, reference], dim=1))
     return errors
 
 
@@ -91,14 +93,17 @@ def main() -> int:
     for name, (n, k) in (SHAPES_13B if args.quick else {**SHAPES_13B, **ODD_SHAPES}).items():
         packed, state = quantized(n, k, generator)
         weight = Nf4Weight.from_state(packed, state)
-        for batch in (1, 4) if args.quick else (1, 4, 8):
+        for batch in (1, 4) if args.quick else (1, 2, 3, 4, 8):
             errors = check(packed, state, batch, generator)
             worst = max(worst, *errors.values())
             row = {"shape": name, "N": n, "K": k, "B": batch, **{f"err_{e}": v for e, v in errors.items()}}
+            print(row, flush=True)
             if name in SHAPES_13B and batch == 1:
                 x = torch.randn(batch, k, device="cuda", generator=generator).to(torch.bfloat16)
                 bytes_read = packed.numel() + state.absmax.numel() + state.state2.absmax.numel() * 4
                 ours = median_cuda(lambda x=x, w=weight: nf4_gemv(x, w), repeats=50)
+                row["triton_us"] = 1e6 * median_cuda(lambda x=x, w=weight: nf4_gemv(x, w, config=KERNELS["triton"]),
+                                                     repeats=50)  # fmt: skip
                 theirs = median_cuda(
                     lambda x=x, p=packed, s=state: bnb.matmul_4bit(x, p.t(), quant_state=s), repeats=50
                 )
@@ -108,10 +113,10 @@ def main() -> int:
                 )  # fmt: skip
             rows.append(row)
     print(f"device: {torch.cuda.get_device_name(0)}; copy bandwidth {bandwidth / 1e12:.2f} TB/s")
-    columns = ["shape", "N", "K", "B", "err_plain", "err_half", "err_residual", "err_silu_mul", "zhiku_us", "bnb_us",
-               "zhiku_pct_bw", "bnb_pct_bw"]  # fmt: skip
+    columns = ["shape", "N", "K", "B", *(f"err_{k}_{e}" for k in KERNELS for e in ("plain", "residual", "silu",
+               "stacked")), "zhiku_us", "triton_us", "bnb_us", "zhiku_pct_bw", "bnb_pct_bw"]  # fmt: skip
     print(table("per shape", columns, [[r.get(c, "") for c in columns] for r in rows]), flush=True)
-    layers = _layer_stack(generator, bandwidth)
+    layers = _layer_stack(generator, bandwidth, args.quick)
     result = {"device": torch.cuda.get_device_name(0), "copy_bandwidth_TBps": bandwidth / 1e12, "rows": rows,
               "layers": layers, "worst_error": worst}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +127,7 @@ def main() -> int:
     return 0 if worst < 1e-2 else 1
 
 
-def _layer_stack(generator, bandwidth: float) -> list[dict]:
+def _layer_stack(generator, bandwidth: float, quick: bool) -> list[dict]:
     """The 40 layers × 7 linears of LLaMA-2-13B, one CUDA graph each: bitsandbytes, and zhiku with each tiling of
     ``CONFIGS`` at batch 1, then the fastest of them at batch 4."""
     import bitsandbytes as bnb
@@ -161,11 +166,20 @@ def _layer_stack(generator, bandwidth: float) -> list[dict]:
                 "linears_tok_s": batch / seconds}  # fmt: skip
 
     rows = [row("bitsandbytes", 1, None, theirs)]
-    configs = [dict(c.kwargs, num_warps=c.num_warps) for c in CONFIGS]
+    cuda = [{"KERNEL": "cuda"}, {"KERNEL": "cuda", "DEPTH": 2}, {"KERNEL": "cuda", "R": 2, "MINB": 3},
+            {"KERNEL": "cuda", "WARPS": 16, "MINB": 1}, {"KERNEL": "cuda", "R": 8, "MINB": 1, "DEPTH": 2}]  # fmt: skip
+    if grid_overlap.supported(torch.device("cuda")):  # each launched while the previous one ends
+        cuda = [dict(c, PDL=1) for c in cuda] + [{"KERNEL": "cuda"}]
+    for config in cuda:
+        rows.append(row("zhiku-cuda", 1, config, ours))
+        print(rows[-1], flush=True)
+    configs = [dict(c.kwargs, num_warps=c.num_warps, KERNEL="triton") for c in CONFIGS]
+    if quick:  # the default tiling and the fastest on the H100s of session 4
+        configs = [c for c in configs if (c["BN"], c["num_warps"], c["XROWS"]) in ((64, 4, 0), (32, 2, 1))]
     for config in configs:
         rows.append(row("zhiku", 1, config, ours))
         print(rows[-1], flush=True)
-    best = dict(min(rows[1:], key=lambda r: r["ms"])["tiling"])
+    best = dict(min((r for r in rows if r["kernel"] == "zhiku"), key=lambda r: r["ms"])["tiling"])
     overlap = grid_overlap.supported(torch.device("cuda"))
     if overlap:  # the best tiling again, each product launched while the previous one ends
         rows.append(row("zhiku", 1, dict(best, PDL=1), ours))
@@ -173,7 +187,14 @@ def _layer_stack(generator, bandwidth: float) -> list[dict]:
     rows.append(row("bitsandbytes", 4, None, theirs))
     # batch 4: the best batch-1 tiling with the products on the CUDA cores (DOT=0) and on the tensor cores, and
     # two larger tensor-core tiles
-    for config in [dict(best, DOT=0), dict(best, DOT=1), dict(best, BN=128, DOT=1), dict(best, ITERS=8, DOT=1)]:
+    for config in [
+        {"KERNEL": "cuda", "PDL": 1},
+        {"KERNEL": "cuda", "PDL": 1, "DEPTH": 3},
+        {"KERNEL": "cuda", "PDL": 1, "R": 1, "WARPS": 8, "MINB": 2},
+    ]:
+        rows.append(row("zhiku-cuda", 4, config, ours))
+        print(rows[-1], flush=True)
+    for config in [dict(best, DOT=1), dict(best, ITERS=8, DOT=1)]:
         rows.append(row("zhiku", 4, config, ours))
         print(rows[-1], flush=True)
     if overlap:

@@ -420,6 +420,16 @@ def nf4_gemv_stacked(x, weights: list[Nf4Weight], out=None, config=None, pdl: bo
 def _launch(x, weights: list[Nf4Weight], epilogue: int, residual, out, config, pdl: bool):
     import torch
 
+    if config != "tune" and (config or {}).get("KERNEL", "cuda") == "cuda" and x.is_cuda:
+        from models import nf4_cuda
+
+        done = nf4_cuda.launch(x, weights, epilogue, residual, out, config, pdl)
+        if done is not None:
+            return done
+        config = None if config is None else {k: v for k, v in config.items() if k not in nf4_cuda.CUDA_KEYS}
+    if config is not None and config != "tune":
+        config = dict(DEFAULT_CONFIG, **{k: v for k, v in config.items() if k != "KERNEL"})
+
     batch, k = x.shape
     first = weights[0]
     pair = epilogue == SILU_MUL

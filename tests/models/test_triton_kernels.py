@@ -11,7 +11,7 @@ pytest.importorskip("triton")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPE = torch.bfloat16 if DEVICE == "cuda" else torch.float16
-SMALL = dict(BN=32, ITERS=2, num_warps=4)  # small tiles: few programs to interpret
+SMALL = dict(BN=32, ITERS=2, num_warps=4, KERNEL="triton")  # the Triton kernel, small tiles: few programs to interpret
 
 
 def _quantized(n: int, k: int, generator):

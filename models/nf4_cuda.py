@@ -1,0 +1,303 @@
+"""The NF4 products in CUDA C (``models/nf4_gemv.cu``), compiled at run time by NVRTC and launched on PyTorch's stream.
+
+The Triton kernel (``models.nf4_gemv``) spends about 5 instructions per weight decoding nibbles with byte permutes,
+which keeps it near 38 % of the copy bandwidth. In CUDA C a byte becomes its two weights' fp16 pair by one byte
+permute and one conflict-free shared-memory load (see the .cu file), about 2 instructions per weight.
+
+Nothing here needs the CUDA toolkit: NVRTC ships with PyTorch's CUDA wheels (``nvidia-cuda-nvrtc``) and the
+driver loads the compiled code. Where NVRTC or the driver cannot be found, or a shape does not fit (batch > 4,
+inputs too long for shared memory), ``launch`` returns None and callers use the Triton kernel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import glob
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+SOURCE = Path(__file__).with_name("nf4_gemv.cu")
+MAX_BATCH = 4
+LUT_BYTES = 256 * 64 * 4 + 3 * 256 * 4  # the pair table (a 256-byte row per byte value), 3 nested code tables
+HOLE_CHUNKS = 256 * 8  # 16-byte chunks of inputs that fit in the unused halves of the pair table's rows
+CUDA_KEYS = ("R", "WARPS", "MINB", "DEPTH")
+
+
+def default_config(batch: int, epilogue: int) -> dict:
+    """Rows per warp (R), warps per block, blocks per multiprocessor the compiler must allow for (registers), and
+    DEPTH: steps whose bytes a warp has requested (2: the next one while it computes this one). Batch 1: 4 rows (2
+    of gate and 2 of up) two steps ahead, 2 blocks of 8 warps per multiprocessor; larger batches need more
+    registers per row, so fewer rows per warp and more warps."""
+    if batch == 1:
+        return {"R": 2 if epilogue == SILU_MUL else 4, "WARPS": 8, "MINB": 2, "DEPTH": 2}
+    return {"R": 1 if epilogue == SILU_MUL else 2, "WARPS": 16, "MINB": 1, "DEPTH": 2}
+
+
+PLAIN, RESIDUAL, SILU_MUL = 0, 1, 2
+
+_lock = threading.Lock()
+_kernels: dict = {}
+_failed: list[str] = []  # why the CUDA kernel is unavailable, once known
+
+
+class CudaError(RuntimeError):
+    pass
+
+
+@functools.cache
+def _nvrtc() -> ctypes.CDLL:
+    for name in ("libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"):
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            pass
+    for root in sys.path:  # the nvidia-cuda-nvrtc wheel: site-packages/nvidia/cu13/lib or nvidia/cuda_nvrtc/lib
+        for path in sorted(glob.glob(os.path.join(root, "nvidia", "*", "lib", "libnvrtc.so.*")), reverse=True):
+            if ".alt." in path:
+                continue
+            try:  # NVRTC opens its builtins by name: load them first, from the same folder
+                for builtins in glob.glob(os.path.join(os.path.dirname(path), "libnvrtc-builtins.so.*")):
+                    if ".alt." not in builtins:
+                        ctypes.CDLL(builtins, mode=ctypes.RTLD_GLOBAL)
+                return ctypes.CDLL(path)
+            except OSError:
+                pass
+    raise CudaError("NVRTC (libnvrtc) was not found; PyTorch's CUDA wheels bring it (nvidia-cuda-nvrtc)")
+
+
+def compile_cubin(defines: dict, arch: str) -> bytes:
+    """The kernel compiled for ``arch`` (e.g. "sm_90") with ``defines`` (-D NAME=VALUE), as a CUBIN."""
+    lib = _nvrtc()
+    prog = ctypes.c_void_p()
+    source = SOURCE.read_bytes()
+    _nvrtc_check(lib, lib.nvrtcCreateProgram(ctypes.byref(prog), source, b"nf4_gemv.cu", 0, None, None))
+    options = [f"--gpu-architecture={arch}", "-std=c++17", "-default-device"]
+    options += [f"-D{name}={int(value)}" for name, value in sorted(defines.items())]
+    array = (ctypes.c_char_p * len(options))(*[o.encode() for o in options])
+    try:
+        result = lib.nvrtcCompileProgram(prog, len(options), array)
+        if result != 0:
+            size = ctypes.c_size_t()
+            lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+            log = ctypes.create_string_buffer(size.value)
+            lib.nvrtcGetProgramLog(prog, log)
+            raise CudaError(f"compiling models/nf4_gemv.cu failed:\n{log.value.decode(errors='replace')}")
+        size = ctypes.c_size_t()
+        _nvrtc_check(lib, lib.nvrtcGetCUBINSize(prog, ctypes.byref(size)))
+        cubin = ctypes.create_string_buffer(size.value)
+        _nvrtc_check(lib, lib.nvrtcGetCUBIN(prog, cubin))
+        return cubin.raw
+    finally:
+        lib.nvrtcDestroyProgram(ctypes.byref(prog))
+
+
+def _nvrtc_check(lib, result: int) -> None:
+    if result != 0:
+        lib.nvrtcGetErrorString.restype = ctypes.c_char_p
+        raise CudaError(f"NVRTC: {lib.nvrtcGetErrorString(result).decode()}")
+
+
+# -- the driver ----------------------------------------------------------------------------------------------------
+
+
+class _Weights(ctypes.Structure):
+    """``struct Weights`` of the .cu file."""
+
+    _fields_ = [
+        ("packed", ctypes.c_void_p * 3),
+        ("absmax", ctypes.c_void_p * 3),
+        ("nested_code", ctypes.c_void_p * 3),
+        ("nested_absmax", ctypes.c_void_p * 3),
+        ("offset", ctypes.c_float * 3),
+        ("n", ctypes.c_int * 3),
+        ("col0", ctypes.c_int * 3),
+        ("units_end", ctypes.c_int * 3),
+    ]
+
+
+class _LaunchAttribute(ctypes.Structure):  # CUlaunchAttribute: id, padding, a 64-byte value union
+    _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("value", ctypes.c_int), ("rest", ctypes.c_char * 60)]
+
+
+class _LaunchConfig(ctypes.Structure):  # CUlaunchConfig
+    _fields_ = [
+        ("grid", ctypes.c_uint * 3),
+        ("block", ctypes.c_uint * 3),
+        ("shared", ctypes.c_uint),
+        ("stream", ctypes.c_void_p),
+        ("attrs", ctypes.POINTER(_LaunchAttribute)),
+        ("num_attrs", ctypes.c_uint),
+    ]
+
+
+PROGRAMMATIC_STREAM_SERIALIZATION = 6  # CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+MAX_DYNAMIC_SHARED = 8  # CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+MAX_SHARED_OPTIN = 97  # CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
+
+
+@functools.cache
+def _driver() -> ctypes.CDLL:
+    lib = ctypes.CDLL("libcuda.so.1")
+    ptr, num = ctypes.c_void_p, ctypes.c_int
+    lib.cuLaunchKernel.argtypes = [ptr] + [ctypes.c_uint] * 7 + [ptr] * 3
+    lib.cuLaunchKernelEx.argtypes = [ctypes.POINTER(_LaunchConfig), ptr, ptr, ptr]
+    lib.cuGetErrorString.argtypes = [num, ctypes.POINTER(ctypes.c_char_p)]
+    lib.cuModuleLoadData.argtypes = [ctypes.POINTER(ptr), ctypes.c_char_p]
+    lib.cuModuleGetFunction.argtypes = [ctypes.POINTER(ptr), ptr, ctypes.c_char_p]
+    lib.cuFuncSetAttribute.argtypes = [ptr, num, num]
+    lib.cuOccupancyMaxActiveBlocksPerMultiprocessor.argtypes = [ctypes.POINTER(num), ptr, num, ctypes.c_size_t]
+    lib.cuDeviceGetAttribute.argtypes = [ctypes.POINTER(num), num, num]
+    return lib
+
+
+def _check(lib, result: int, what: str) -> None:
+    if result != 0:
+        text = ctypes.c_char_p()
+        lib.cuGetErrorString(result, ctypes.byref(text))
+        raise CudaError(f"{what}: CUDA error {result} ({(text.value or b'?').decode()})")
+
+
+@dataclass
+class Kernel:
+    function: ctypes.c_void_p
+    module: ctypes.c_void_p
+    threads: int
+    sms: int
+    occupancy: dict  # dynamic shared bytes -> blocks per multiprocessor
+
+
+def kernel(device, defines: dict) -> Kernel:
+    """The kernel compiled with ``defines`` for ``device`` (compiled and loaded once per process)."""
+    import torch
+
+    key = (device.index, tuple(sorted(defines.items())))
+    with _lock:
+        if key in _kernels:
+            return _kernels[key]
+        major, minor = torch.cuda.get_device_capability(device)
+        cubin = compile_cubin(defines, f"sm_{major}{minor}")
+        lib = _driver()
+        with torch.cuda.device(device):
+            torch.empty(1, device=device)  # PyTorch's context is current on this thread
+            module, function = ctypes.c_void_p(), ctypes.c_void_p()
+            _check(lib, lib.cuModuleLoadData(ctypes.byref(module), cubin), "loading the NF4 kernel")
+            _check(lib, lib.cuModuleGetFunction(ctypes.byref(function), module, b"nf4_gemv"), "finding nf4_gemv")
+            _check(lib, lib.cuFuncSetAttribute(function, MAX_DYNAMIC_SHARED, shared_limit(device)), "shared memory")
+        sms = torch.cuda.get_device_properties(device).multi_processor_count
+        found = _kernels[key] = Kernel(function, module, 32 * defines["WARPS"], sms, {})
+        return found
+
+
+def blocks_per_sm(found: Kernel, shared: int) -> int:
+    if shared not in found.occupancy:
+        lib, blocks = _driver(), ctypes.c_int()
+        _check(lib, lib.cuOccupancyMaxActiveBlocksPerMultiprocessor(ctypes.byref(blocks), found.function,
+                                                                    found.threads, shared), "occupancy")  # fmt: skip
+        found.occupancy[shared] = max(1, blocks.value)
+    return found.occupancy[shared]
+
+
+@functools.cache
+def shared_limit(device) -> int:
+    """The most dynamic shared memory one block may have on ``device``."""
+    lib, value = _driver(), ctypes.c_int()
+    _check(lib, lib.cuDeviceGetAttribute(ctypes.byref(value), MAX_SHARED_OPTIN, device.index or 0), "attribute")
+    return value.value
+
+
+def available(device) -> str | None:
+    """None where the CUDA kernel can run on ``device``, else why not (said once, then remembered)."""
+    if getattr(device, "type", str(device)) != "cuda":
+        return "not a CUDA device"
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        return "Triton's interpreter is on"
+    if _failed:
+        return _failed[0]
+    try:
+        _nvrtc()
+        _driver()
+    except (OSError, CudaError) as exc:
+        _failed.append(str(exc))
+        return _failed[0]
+    return None
+
+
+def launch(x, weights, epilogue: int, residual, out, config=None, pdl: bool = False):
+    """``models.nf4_gemv._launch``'s product on the CUDA kernel, or None where it does not fit (the caller then
+    uses the Triton kernel). ``config``: R, WARPS, MINB (``default_config``'s keys) override the defaults."""
+    import torch
+
+    batch, k = x.shape
+    first = weights[0]
+    if batch > MAX_BATCH or x.dtype not in (torch.bfloat16, torch.float16) or len(weights) > 3:
+        return None
+    if available(x.device) is not None:
+        return None
+    config = dict(default_config(batch, epilogue), **{key: v for key, v in (config or {}).items() if key in CUDA_KEYS})
+    rows = config["R"]
+    if rows * batch > 32:
+        return None
+    xchunks = _ceil(k, 1024) * 128  # per sequence: K rounded up to 1,024, in 16-byte chunks
+    holes = batch * xchunks <= HOLE_CHUNKS
+    shared = LUT_BYTES + (0 if holes else batch * xchunks * 16)
+    if shared > shared_limit(x.device):
+        return None
+    if any(w.packed.data_ptr() % 16 or (w.nested and w.nested_block & (w.nested_block - 1)) for w in weights):
+        return None
+    if x.stride(1) != 1 or x.stride(0) % 8 or x.data_ptr() % 16:  # the kernel reads inputs as 16-byte chunks
+        x = x.contiguous().clone()
+    pair = epilogue == SILU_MUL
+    out_cols = first.n if pair else sum(w.n for w in weights)
+    if out is None:
+        out = torch.empty((batch, out_cols), dtype=x.dtype, device=x.device)
+    defines = {key: config[key] for key in CUDA_KEYS}
+    defines.update(B=batch, EPILOGUE=epilogue, NESTED=int(first.nested), XF16=int(x.dtype == torch.float16),
+                   PDL=int(pdl), XHOLES=int(holes))  # fmt: skip
+    found = kernel(x.device, defines)
+
+    params = _Weights()
+    units_end, col = 0, 0
+    padded = (list(weights) + [first, first])[:3]
+    for i, w in enumerate(padded):
+        params.packed[i] = w.packed.data_ptr()
+        params.absmax[i] = w.absmax.data_ptr()
+        params.nested_code[i] = w.nested_code.data_ptr()
+        params.nested_absmax[i] = w.nested_absmax.data_ptr()
+        params.offset[i] = w.offset
+        params.n[i] = w.n
+        params.col0[i] = col
+        if i < len(weights) and not (pair and i > 0):
+            units_end += _ceil(w.n, rows)
+            col += w.n
+        params.units_end[i] = units_end
+    units = units_end
+    capacity = found.sms * blocks_per_sm(found, shared) * config["WARPS"]
+    per_warp = _ceil(units, capacity)  # units per warp at most; then as few warps as that allows
+    grid = _ceil(_ceil(units, per_warp), config["WARPS"])
+
+    res = residual if residual is not None else out
+    shift = max(first.nested_block, 1).bit_length() - 1
+    values = [
+        ctypes.c_void_p(x.data_ptr()), ctypes.c_int(x.stride(0)), ctypes.c_void_p(out.data_ptr()),
+        ctypes.c_int(out.stride(0)), ctypes.c_void_p(res.data_ptr()), ctypes.c_int(res.stride(0)),
+        ctypes.c_void_p(first.code.data_ptr()), ctypes.c_int(k), ctypes.c_int(units), ctypes.c_int(shift), params,
+    ]  # fmt: skip
+    args = (ctypes.c_void_p * len(values))(*[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in values])
+    stream = ctypes.c_void_p(torch.cuda.current_stream(x.device).cuda_stream)
+    lib = _driver()
+    if pdl:
+        attr = _LaunchAttribute(id=PROGRAMMATIC_STREAM_SERIALIZATION, value=1)
+        cfg = _LaunchConfig((grid, 1, 1), (found.threads, 1, 1), shared, stream, ctypes.pointer(attr), 1)
+        _check(lib, lib.cuLaunchKernelEx(ctypes.byref(cfg), found.function, args, None), "launching nf4_gemv")
+    else:
+        _check(lib, lib.cuLaunchKernel(found.function, grid, 1, 1, found.threads, 1, 1, shared, stream, args,
+                                       None), "launching nf4_gemv")  # fmt: skip
+    return out
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)

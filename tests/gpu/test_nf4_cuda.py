@@ -1,0 +1,110 @@
+"""The CUDA C NF4 kernel (models/nf4_cuda.py, compiled by NVRTC) on a real GPU (skipped elsewhere): against
+bitsandbytes' dequantized weights for each epilogue, shape and batch; deterministic; the same bits whatever its
+tiling, launched overlapped or not, and replayed from a CUDA graph."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.requires_gpu
+
+SHAPES = [(5120, 5120), (13824, 5120), (5120, 13824), (1000, 576), (37, 128), (96, 11008), (1536, 576), (40, 1088)]
+
+
+def _quantized(n: int, k: int, generator, nested: bool = True):
+    import torch
+    from bitsandbytes import functional as F
+
+    from models.nf4_gemv import Nf4Weight
+
+    weight = (torch.randn(n, k, device="cuda", generator=generator) * 0.02).to(torch.bfloat16)
+    packed, state = F.quantize_4bit(weight, blocksize=64, compress_statistics=nested, quant_type="nf4")
+    return Nf4Weight.from_state(packed, state), F.dequantize_4bit(packed, state).float()
+
+
+def _rel(out, reference) -> float:
+    assert out.float().isfinite().all(), "unwritten or non-finite outputs"
+    return float((out.float() - reference).norm() / reference.norm())
+
+
+CUDA = {"KERNEL": "cuda"}
+
+
+@pytest.mark.parametrize("n,k", SHAPES)
+@pytest.mark.parametrize("batch", [1, 2, 3, 4])
+def test_each_epilogue_matches_the_dequantized_weights(n, k, batch):
+    import torch
+
+    from models import nf4_cuda
+    from models.nf4_gemv import nf4_gemv, nf4_gemv_stacked
+
+    assert nf4_cuda.available(torch.device("cuda")) is None
+    generator = torch.Generator(device="cuda").manual_seed(n + k + batch)
+    weight, w = _quantized(n, k, generator)
+    up, u = _quantized(n, k, generator)
+    third, t = _quantized(n + 5, k, generator)
+    x = torch.randn(batch, k, device="cuda", generator=generator).bfloat16()
+    reference = x.float() @ w.T
+    out = torch.full((batch, n), float("nan"), dtype=torch.bfloat16, device="cuda")  # poisoned: every output written
+    assert nf4_cuda.launch(x, [weight], nf4_cuda.PLAIN, None, out) is out  # the CUDA kernel, not a fallback
+    assert _rel(out, reference) < 1e-2
+    residual = torch.randn(batch, n, device="cuda", generator=generator).bfloat16()
+    summed = nf4_gemv(x, weight, residual=residual, config=CUDA)
+    assert _rel(summed, reference.bfloat16().float() + residual.float()) < 1e-2
+    expected = torch.nn.functional.silu(reference.bfloat16()) * (x.float() @ u.T).bfloat16()
+    assert _rel(nf4_gemv(x, weight, up=up, config=CUDA), expected.float()) < 1e-2
+    stacked = nf4_gemv_stacked(x, [weight, up, third], config=CUDA)
+    assert stacked.shape == (batch, 3 * n + 5)
+    assert _rel(stacked, torch.cat([reference, x.float() @ u.T, x.float() @ t.T], dim=1)) < 1e-2
+    # the Triton kernel computes the same sums in another order: close, not equal
+    triton = nf4_gemv(x, weight, config={"KERNEL": "triton"})
+    assert _rel(out, triton.float()) < 1e-2
+
+
+def test_fp16_inputs_and_scales_without_double_quantization():
+    import torch
+
+    from models import nf4_cuda
+    from models.nf4_gemv import nf4_gemv
+
+    generator = torch.Generator(device="cuda").manual_seed(7)
+    weight, w = _quantized(1024, 2048, generator, nested=False)
+    assert not weight.nested
+    for batch in (1, 4):
+        x = torch.randn(batch, 2048, device="cuda", generator=generator).half()
+        out = nf4_cuda.launch(x, [weight], nf4_cuda.PLAIN, None, None)
+        assert out is not None and out.dtype == torch.float16
+        assert _rel(out, x.float() @ w.T) < 1e-2
+        assert _rel(nf4_gemv(x, weight, up=weight, config=CUDA), (torch.nn.functional.silu(
+            (x.float() @ w.T).half()) * (x.float() @ w.T).half()).float()) < 1e-2  # fmt: skip
+
+
+def test_the_same_bits_whatever_the_tiling_the_launch_or_a_graph_replay():
+    import torch
+
+    from models import grid_overlap
+    from models.nf4_gemv import nf4_gemv
+
+    generator = torch.Generator(device="cuda").manual_seed(3)
+    gate, _ = _quantized(13824, 5120, generator)
+    up, _ = _quantized(13824, 5120, generator)
+    x = torch.randn(1, 5120, device="cuda", generator=generator).bfloat16()
+    first = nf4_gemv(x, gate, up=up, config=CUDA)
+    assert torch.equal(first, nf4_gemv(x, gate, up=up, config=CUDA))  # deterministic: no atomics
+    for tiling in ({"R": 1}, {"DEPTH": 2}, {"R": 4, "WARPS": 4, "MINB": 4}, {"R": 8, "MINB": 1, "DEPTH": 2}):
+        assert torch.equal(first, nf4_gemv(x, gate, up=up, config=dict(CUDA, **tiling))), tiling
+    if grid_overlap.supported(x.device):
+        assert torch.equal(first, nf4_gemv(x, gate, up=up, config=CUDA, pdl=True))
+    out = torch.empty_like(first)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        nf4_gemv(x, gate, up=up, out=out, config=CUDA)  # warm-up outside the capture
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        nf4_gemv(x, gate, up=up, out=out, config=CUDA)
+    out.zero_()
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(first, out)
