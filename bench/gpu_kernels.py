@@ -77,6 +77,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "gpu_kernels.json")
     parser.add_argument("--quick", action="store_true", help="check the 13B shapes at batch 1 and 4 only")
+    parser.add_argument("--products", action="store_true", help="only time each product type with each tiling")
     args = parser.parse_args()
 
     import bitsandbytes as bnb
@@ -89,6 +90,14 @@ def main() -> int:
         return 2
     generator = torch.Generator(device="cuda").manual_seed(0)
     bandwidth = copy_bandwidth()
+    if args.products:
+        products = _per_product(generator, bandwidth)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        device = torch.cuda.get_device_name(0)
+        result = {"device": device, "copy_bandwidth_TBps": bandwidth / 1e12, "products": products}
+        args.out.write_text(json.dumps(result, indent=2))
+        _print_products(products)
+        return 0
     rows, worst = [], 0.0
     for name, (n, k) in (SHAPES_13B if args.quick else {**SHAPES_13B, **ODD_SHAPES}).items():
         packed, state = quantized(n, k, generator)
@@ -123,6 +132,10 @@ def main() -> int:
     args.out.write_text(json.dumps(result, indent=2))
     stack = ["kernel", "config", "B", "ms", "pct_bw", "linears_tok_s"]
     print(table("40 layers x 7 linears, one CUDA graph", stack, [[r[c] for c in stack] for r in layers]))
+    products = _per_product(generator, bandwidth)
+    result["products"] = products
+    args.out.write_text(json.dumps(result, indent=2))
+    _print_products(products)
     print(f"worst relative error {worst:.2e} (bf16 tolerance 1e-2)")
     return 0 if worst < 1e-2 else 1
 
@@ -201,6 +214,62 @@ def _layer_stack(generator, bandwidth: float, quick: bool) -> list[dict]:
         fastest = min((r for r in rows if r["kernel"] == "zhiku" and r["B"] == 4), key=lambda r: r["ms"])
         rows.append(row("zhiku", 4, dict(fastest["tiling"], PDL=1), ours))
         print(rows[-1], flush=True)
+    return rows
+
+
+PRODUCT_CONFIGS = {
+    1: [dict(R=4, DEPTH=2, WARPS=8, MINB=2), dict(R=4, DEPTH=3, WARPS=8, MINB=2), dict(R=2, DEPTH=2, WARPS=8, MINB=3),
+        dict(R=2, DEPTH=3, WARPS=8, MINB=3), dict(R=2, DEPTH=3, WARPS=8, MINB=2), dict(R=1, DEPTH=3, WARPS=8, MINB=3),
+        dict(R=4, DEPTH=3, WARPS=16, MINB=1)],
+    4: [dict(R=2, DEPTH=2, WARPS=16, MINB=1), dict(R=2, DEPTH=3, WARPS=16, MINB=1),
+        dict(R=1, DEPTH=2, WARPS=16, MINB=1), dict(R=1, DEPTH=3, WARPS=16, MINB=1),
+        dict(R=2, DEPTH=2, WARPS=8, MINB=1), dict(R=4, DEPTH=2, WARPS=8, MINB=1)],
+}  # fmt: skip
+
+
+def _print_products(products: list[dict]) -> None:
+    columns = ["product", "B", "config", "us", "pct_bw"]
+    print(table("each product type, 40 launches in one CUDA graph (CUDA kernel, overlapped)", columns,
+                [[r[c] for c in columns] for r in products]))  # fmt: skip
+
+
+def _per_product(generator, bandwidth: float) -> list[dict]:
+    """Each kind of product of the 13B step (q·k·v stacked, o + residual, gate·up, down + residual), 40 launches
+    in one CUDA graph, with each tiling of ``PRODUCT_CONFIGS``: the tiling can differ by product."""
+    import torch
+
+    from models import grid_overlap
+    from models.nf4_gemv import Nf4Weight, nf4_gemv, nf4_gemv_stacked
+
+    pdl = grid_overlap.supported(torch.device("cuda"))
+    square = [quantized(5120, 5120, generator) for _ in range(4)]
+    gate, up, down = (
+        quantized(13824, 5120, generator),
+        quantized(13824, 5120, generator),
+        quantized(5120, 13824, generator),
+    )
+    nf4 = {name: [Nf4Weight.from_state(p, s) for p, s in pairs] for name, pairs in
+           {"qkv": square[:3], "o": square[3:], "gate_up": [gate, up], "down": [down]}.items()}  # fmt: skip
+    size = {name: sum(p.numel() + s.absmax.numel() + s.state2.absmax.numel() * 4 for p, s in pairs) for name, pairs in
+            {"qkv": square[:3], "o": square[3:], "gate_up": [gate, up], "down": [down]}.items()}  # fmt: skip
+    rows = []
+    for batch, configs in PRODUCT_CONFIGS.items():
+        x = {k: torch.randn(batch, k, device="cuda", generator=generator).bfloat16() for k in (5120, 13824)}
+        res = torch.randn(batch, 5120, device="cuda", generator=generator).bfloat16()
+        calls = {
+            "qkv": lambda c, x=x: nf4_gemv_stacked(x[5120], nf4["qkv"], config=c, pdl=pdl),
+            "o": lambda c, x=x, res=res: nf4_gemv(x[5120], nf4["o"][0], residual=res, config=c, pdl=pdl),
+            "gate_up": lambda c, x=x: nf4_gemv(x[5120], nf4["gate_up"][0], up=nf4["gate_up"][1], config=c, pdl=pdl),
+            "down": lambda c, x=x, res=res: nf4_gemv(x[13824], nf4["down"][0], residual=res, config=c, pdl=pdl),
+        }
+        for name, call in calls.items():
+            for config in configs:
+                config = dict(config, KERNEL="cuda")
+                seconds = graph_seconds(lambda call=call, config=config: [call(config) for _ in range(40)]) / 40
+                label = " ".join(f"{k}={v}" for k, v in config.items() if k != "KERNEL")
+                rows.append({"product": name, "B": batch, "config": label, "tiling": config, "us": seconds * 1e6,
+                             "pct_bw": 100 * size[name] / seconds / bandwidth})  # fmt: skip
+                print(rows[-1], flush=True)
     return rows
 
 

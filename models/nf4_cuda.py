@@ -27,14 +27,20 @@ HOLE_CHUNKS = 256 * 8  # 16-byte chunks of inputs that fit in the unused halves 
 CUDA_KEYS = ("R", "WARPS", "MINB", "DEPTH")
 
 
-def default_config(batch: int, epilogue: int) -> dict:
+def default_config(batch: int, epilogue: int, k: int) -> dict:
     """Rows per warp (R), warps per block, blocks per multiprocessor the compiler must allow for (registers), and
-    DEPTH: steps whose bytes a warp has requested (2: the next one while it computes this one). Batch 1: 4 rows (2
-    of gate and 2 of up) two steps ahead, 2 blocks of 8 warps per multiprocessor; larger batches need more
-    registers per row, so fewer rows per warp and more warps."""
+    DEPTH: steps whose bytes a warp has requested (2: the next one while it computes this one). The fastest of each
+    product of the 13B step on an H200 (bench/gpu_kernels.py --products, docs/benchmarks.md section 6): at batch 1,
+    4 rows per warp one step ahead, but gate·up (2 rows of each) two steps ahead, and rows of 8,192 weights or more
+    (down) 2 rows per warp with 3 blocks per multiprocessor; larger batches need more registers per row, so fewer
+    rows per warp and more warps."""
     if batch == 1:
-        return {"R": 2 if epilogue == SILU_MUL else 4, "WARPS": 8, "MINB": 2, "DEPTH": 2}
-    return {"R": 1 if epilogue == SILU_MUL else 2, "WARPS": 16, "MINB": 1, "DEPTH": 2}
+        if epilogue == SILU_MUL:
+            return {"R": 2, "WARPS": 8, "MINB": 2, "DEPTH": 3}
+        if k >= 8192:
+            return {"R": 2, "WARPS": 8, "MINB": 3, "DEPTH": 2}
+        return {"R": 4, "WARPS": 8, "MINB": 2, "DEPTH": 2}
+    return {"R": 1 if epilogue == SILU_MUL else 2, "WARPS": 16, "MINB": 1, "DEPTH": 3}
 
 
 PLAIN, RESIDUAL, SILU_MUL = 0, 1, 2
@@ -237,7 +243,8 @@ def launch(x, weights, epilogue: int, residual, out, config=None, pdl: bool = Fa
         return None
     if available(x.device) is not None:
         return None
-    config = dict(default_config(batch, epilogue), **{key: v for key, v in (config or {}).items() if key in CUDA_KEYS})
+    given = {key: v for key, v in (config or {}).items() if key in CUDA_KEYS}
+    config = dict(default_config(batch, epilogue, k), **given)
     rows = config["R"]
     if rows * batch > 32:
         return None

@@ -312,9 +312,13 @@ extern "C" __global__ void __launch_bounds__(THREADS, MINB) nf4_gemv(
     LOAD(1, b);
 #endif
   }
-  for (int i = threadIdx.x; i < 256 * 32; i += THREADS) {
-    const int v = i >> 5;
-    lut[v * 64 + (i & 31)] = pack_f16x2(code[v >> 4], code[v & 15]);
+  // the pair table: lane l of a warp makes the pair of byte value r0 + l, then the warp writes each of its 32 rows
+  // (one word per lane, 128 consecutive bytes: no conflicts)
+  for (int r0 = warp * 32; r0 < 256; r0 += WARPS * 32) {
+    const int v = r0 + lane;
+    const u32 pair = pack_f16x2(code[v >> 4], code[v & 15]);
+#pragma unroll 8
+    for (int j = 0; j < 32; ++j) lut[(r0 + j) * 64 + lane] = __shfl_sync(0xFFFFFFFFu, pair, j);
   }
 #if NESTED
   for (int i = threadIdx.x; i < 3 * 256; i += THREADS) ncode[i] = w.nested_code[i >> 8][i & 255];
