@@ -13,7 +13,7 @@ RetrievalMode = Literal["hybrid", "keyword", "dense"]
 AnswerMode = Literal["auto", "generate", "extract", "both"]
 RewriteMode = Literal["auto", "rules", "model", "off"]
 DecodeMode = Literal["auto", "eager"]
-Nf4Kernel = Literal["bitsandbytes", "zhiku"]
+Nf4Kernel = Literal["bitsandbytes", "triton", "zhiku"]
 OcrMode = Literal["auto", "off", "force"]
 OcrModel = Literal["tiny", "small"]
 LlmBackend = Literal["local", "openai"]
@@ -85,8 +85,9 @@ class Settings(BaseSettings):
     )
     nf4_kernel: Nf4Kernel = Field(
         "zhiku",
-        description="NF4 products in the captured decode step: zhiku's Triton kernel (measured faster, "
-        "docs/benchmarks.md section 6), or bitsandbytes' own kernel.",
+        description="NF4 products in the captured decode step: zhiku's CUDA kernel (compiled at run time by NVRTC; "
+        "batches 1-4, the Triton kernel elsewhere), zhiku's Triton kernel alone, or bitsandbytes' own kernel "
+        "(docs/benchmarks.md section 6).",
     )
     pin_embedder: bool = Field(True, description="Keep the embedder resident; the governor never evicts it.")
 

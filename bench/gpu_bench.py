@@ -1,7 +1,7 @@
 """LLaMA-2-13B (random weights, full config) in NF4 through zhiku's own loader and VRAM governor.
 
 Run on a CUDA machine with bitsandbytes:  python bench/gpu_bench.py [--dir /dev/shm/llama2-13b-random]
-    [--decode auto|eager] [--nf4-kernel bitsandbytes|zhiku]
+    [--decode auto|eager] [--nf4-kernel bitsandbytes|triton|zhiku]
 Measures, per budget (24, 12, 6 GiB): the governor's decision, weights and the decoder's held memory (static
 cache, graph pool) against the estimate, load time; then, for a ~1,500-token RAG prompt and 256 new tokens:
 time to first token, decode tokens/s at batch 1 and 4 as "N% of floor" (the bytes a step must read over the
@@ -268,7 +268,7 @@ def main() -> int:
     parser.add_argument("--budgets", default="24,12,6")
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--decode", choices=["auto", "eager"], default="auto")
-    parser.add_argument("--nf4-kernel", choices=["bitsandbytes", "zhiku"], default="zhiku")
+    parser.add_argument("--nf4-kernel", choices=["bitsandbytes", "triton", "zhiku"], default="zhiku")
     parser.add_argument("--tiling", type=Path, help="gpu_kernels.py's JSON: use the NF4 kernel tiling it found fastest")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "gpu_bench.json")
     args = parser.parse_args()

@@ -235,13 +235,17 @@ class TorchOps:
 
 
 class TritonOps(TorchOps):
-    """zhiku's kernels: RMSNorm, rotary + cache write, split attention; and, with ``nf4_kernel="zhiku"``, the NF4
-    products with fused epilogues (otherwise bitsandbytes' own kernel, called through the module). ``pdl``: each
+    """zhiku's kernels: RMSNorm, rotary + cache write, split attention; and the NF4 products with fused epilogues
+    (zhiku's, or with ``nf4_kernel="bitsandbytes"`` bitsandbytes' own, called through the module). ``pdl``: each
     kernel lets the next one start early (``models.grid_overlap``); None = wherever the GPU supports it."""
 
     def __init__(self, nf4_kernel: str = "zhiku", gemv_config=None, pdl: bool | None = None) -> None:
-        self.nf4_kernel = nf4_kernel  # NF4 products: "zhiku" (models.nf4_gemv) or "bitsandbytes" (its own kernel)
-        self.gemv_config = gemv_config  # the zhiku kernel's tiling; None = its default
+        # NF4 products: "zhiku" (the CUDA kernel, models.nf4_cuda, where it fits, else Triton), "triton"
+        # (models.nf4_gemv alone) or "bitsandbytes" (its own kernel)
+        self.nf4_kernel = nf4_kernel
+        self.gemv_config = gemv_config  # the kernels' tiling; None = their defaults
+        if nf4_kernel == "triton":
+            self.gemv_config = dict(gemv_config or {}, KERNEL="triton")
         self.pdl = pdl
 
     def prepare(self, parts: LlamaParts) -> None:
@@ -253,7 +257,7 @@ class TritonOps(TorchOps):
 
         for layer in parts.layers:
             for linear in (layer.q, layer.k, layer.v, layer.o, layer.gate, layer.up, layer.down):
-                linear.nf4 = Nf4Weight.of(linear.module) if self.nf4_kernel == "zhiku" else None
+                linear.nf4 = Nf4Weight.of(linear.module) if self.nf4_kernel != "bitsandbytes" else None
 
     def rmsnorm(self, x, weight, eps: float):
         from models.decode_kernels import rmsnorm

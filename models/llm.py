@@ -32,7 +32,7 @@ class LlmSpec:
     cache_dir: Path = Path("data/cache")
     context_tokens: int | None = None  # the KV reserve the governor counts; the captured decoder's cache size
     decode: str = "auto"  # auto: captured decode step where supported (CUDA, Llama family); eager: generate()
-    nf4_kernel: str = "zhiku"  # the captured step's NF4 products: zhiku's kernel (Triton) or bitsandbytes' own
+    nf4_kernel: str = "zhiku"  # NF4 products of the captured step: "zhiku" (CUDA, else Triton), "triton", bitsandbytes
 
 
 def quantization_config(quantization: str, device: str):

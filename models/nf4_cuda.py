@@ -237,11 +237,11 @@ def launch(x, weights, epilogue: int, residual, out, config=None, pdl: bool = Fa
     uses the Triton kernel). ``config``: R, WARPS, MINB (``default_config``'s keys) override the defaults."""
     import torch
 
+    if available(x.device) is not None:
+        return None
     batch, k = x.shape
     first = weights[0]
     if batch > MAX_BATCH or x.dtype not in (torch.bfloat16, torch.float16) or len(weights) > 3:
-        return None
-    if available(x.device) is not None:
         return None
     given = {key: v for key, v in (config or {}).items() if key in CUDA_KEYS}
     config = dict(default_config(batch, epilogue, k), **given)

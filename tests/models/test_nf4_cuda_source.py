@@ -1,0 +1,89 @@
+"""models/nf4_gemv.cu without a GPU: NVRTC compiles it for each GPU generation zhiku supports, in every variant
+``models.nf4_cuda`` launches by default, and the compiled code keeps everything in registers (no local memory:
+a spill would cost far more than it saves). Runs where NVRTC is installed (CI installs nvidia-cuda-nvrtc and sets
+ZHIKU_REQUIRE_NVRTC=1, making a missing NVRTC a failure); the kernel's results are checked on a GPU in
+tests/gpu/test_nf4_cuda.py."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from models import nf4_cuda
+
+
+@pytest.fixture(scope="module")
+def nvrtc():
+    try:
+        nf4_cuda._nvrtc()
+    except nf4_cuda.CudaError as exc:
+        if os.environ.get("ZHIKU_REQUIRE_NVRTC") == "1":
+            pytest.fail(f"NVRTC is required here: {exc}")
+        pytest.skip(str(exc))
+
+
+def _cuobjdump() -> str:
+    import triton
+
+    path = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    if not path.is_file():
+        pytest.skip("Triton's cuobjdump is not installed")
+    return str(path)
+
+
+def _variants():
+    for batch in (1, 2, 4):
+        for epilogue in (nf4_cuda.PLAIN, nf4_cuda.RESIDUAL, nf4_cuda.SILU_MUL):
+            for k in (5120, 13824):
+                config = nf4_cuda.default_config(batch, epilogue, k)
+                holes = batch * -(-k // 1024) * 128 <= nf4_cuda.HOLE_CHUNKS
+                yield dict(config, B=batch, EPILOGUE=epilogue, NESTED=1, XF16=0, PDL=1, XHOLES=int(holes))
+
+
+def _resources(cubin: bytes, tmp_path: Path) -> dict:
+    path = tmp_path / "kernel.cubin"
+    path.write_bytes(cubin)
+    report = subprocess.run([_cuobjdump(), "-res-usage", str(path)], capture_output=True, text=True, check=True)
+    return {key: int(value) for key, value in re.findall(r"(REG|STACK|LOCAL):(\d+)", report.stdout)}
+
+
+def test_every_default_variant_compiles_for_hopper_without_spilling(nvrtc, tmp_path):
+    seen = set()
+    for defines in _variants():
+        key = tuple(sorted(defines.items()))
+        if key in seen:
+            continue
+        seen.add(key)
+        usage = _resources(nf4_cuda.compile_cubin(defines, "sm_90"), tmp_path)
+        assert usage["STACK"] == 0 and usage["LOCAL"] == 0, (defines, usage)
+        assert usage["REG"] <= 65536 // (32 * defines["WARPS"] * defines["MINB"]), (defines, usage)
+    assert len(seen) >= 8
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_86", "sm_89"])
+def test_it_compiles_for_ampere_and_ada_with_fp16_and_plain_scales(nvrtc, arch, tmp_path):
+    # an RTX 4090 is sm_89; no programmatic dependent launch there (the PTX for it is left out below sm_90)
+    for batch, epilogue in ((1, nf4_cuda.SILU_MUL), (3, nf4_cuda.RESIDUAL)):
+        defines = dict(nf4_cuda.default_config(batch, epilogue, 4096), B=batch, EPILOGUE=epilogue, NESTED=0,
+                       XF16=1, PDL=1, XHOLES=1)  # fmt: skip
+        usage = _resources(nf4_cuda.compile_cubin(defines, arch), tmp_path)
+        assert usage["STACK"] == 0 and usage["LOCAL"] == 0, (arch, defines, usage)
+
+
+def test_a_broken_source_is_reported_with_the_compiler_log(nvrtc, monkeypatch, tmp_path):
+    broken = tmp_path / "broken.cu"
+    broken.write_text(nf4_cuda.SOURCE.read_text().replace("acc[j][s] = hfma2(", "acc[j][s] = hfma3("))
+    monkeypatch.setattr(nf4_cuda, "SOURCE", broken)
+    with pytest.raises(nf4_cuda.CudaError, match="hfma3"):
+        nf4_cuda.compile_cubin(next(_variants()), "sm_90")
+
+
+def test_without_a_cuda_device_the_kernel_declines():
+    import torch
+
+    assert nf4_cuda.available(torch.device("cpu")) == "not a CUDA device"
+    assert nf4_cuda.launch(torch.zeros(1, 64, dtype=torch.bfloat16), [], nf4_cuda.PLAIN, None, None) is None
