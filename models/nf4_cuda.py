@@ -14,11 +14,14 @@ from __future__ import annotations
 import ctypes
 import functools
 import glob
+import logging
 import os
 import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("nf4_gemv.cu")
 MAX_BATCH = 4
@@ -227,9 +230,16 @@ def available(device) -> str | None:
         _nvrtc()
         _driver()
     except (OSError, CudaError) as exc:
-        _failed.append(str(exc))
+        _give_up(str(exc))
         return _failed[0]
     return None
+
+
+def _give_up(reason: str) -> None:
+    """From now on the Triton kernel runs instead (said once in the log)."""
+    if not _failed:
+        log.warning("zhiku's CUDA NF4 kernel is unavailable, the Triton kernel runs instead: %s", reason)
+        _failed.append(reason)
 
 
 def launch(x, weights, epilogue: int, residual, out, config=None, pdl: bool = False):
@@ -264,7 +274,11 @@ def launch(x, weights, epilogue: int, residual, out, config=None, pdl: bool = Fa
     defines = {key: config[key] for key in CUDA_KEYS}
     defines.update(B=batch, EPILOGUE=epilogue, NESTED=int(first.nested), XF16=int(x.dtype == torch.float16),
                    PDL=int(pdl), XHOLES=int(holes))  # fmt: skip
-    found = kernel(x.device, defines)
+    try:
+        found = kernel(x.device, defines)
+    except CudaError as exc:  # NVRTC or the driver refused it: the same products from the Triton kernel
+        _give_up(str(exc))
+        return None
 
     params = _Weights()
     units_end, col = 0, 0

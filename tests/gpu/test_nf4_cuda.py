@@ -108,3 +108,21 @@ def test_the_same_bits_whatever_the_tiling_the_launch_or_a_graph_replay():
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(first, out)
+
+
+def test_a_source_nvrtc_refuses_leaves_the_triton_kernel_to_answer(monkeypatch, tmp_path):
+    import torch
+
+    from models import nf4_cuda
+    from models.nf4_gemv import nf4_gemv
+
+    broken = tmp_path / "broken.cu"
+    broken.write_text(nf4_cuda.SOURCE.read_text().replace("acc[j][s] = hfma2(", "acc[j][s] = hfma3("))
+    monkeypatch.setattr(nf4_cuda, "SOURCE", broken)
+    monkeypatch.setattr(nf4_cuda, "_kernels", {})  # nothing compiled yet
+    monkeypatch.setattr(nf4_cuda, "_failed", [])
+    generator = torch.Generator(device="cuda").manual_seed(5)
+    weight, w = _quantized(256, 1024, generator)
+    x = torch.randn(1, 1024, device="cuda", generator=generator).bfloat16()
+    assert _rel(nf4_gemv(x, weight), x.float() @ w.T) < 1e-2  # answered by the Triton kernel
+    assert "hfma3" in nf4_cuda.available(x.device)  # and the reason is kept (and logged once)
