@@ -292,7 +292,8 @@ def main() -> int:
 
         rows = json.loads(args.tiling.read_text())["layers"]
         tiling = min((r for r in rows if r["kernel"] == "zhiku" and r["B"] == 1), key=lambda r: r["ms"])["tiling"]
-        tiling = {k: v for k, v in tiling.items() if k != "PDL"}  # overlapped launches: the decoder decides
+        # overlapped launches: the decoder decides; the kernel: the CUDA one where it fits, this tiling elsewhere
+        tiling = {k: v for k, v in tiling.items() if k not in ("PDL", "KERNEL")}
         batch4 = [r for r in rows if r["kernel"] == "zhiku" and r["B"] == 4 and "DOT" in (r["tiling"] or {})]
         if batch4:  # batches on the tensor cores or not: as the faster of the two measured
             tiling = dict(tiling, DOT=min(batch4, key=lambda r: r["ms"])["tiling"]["DOT"])

@@ -243,27 +243,42 @@ def _give_up(reason: str) -> None:
 
 
 def launch(x, weights, epilogue: int, residual, out, config=None, pdl: bool = False):
-    """``models.nf4_gemv._launch``'s product on the CUDA kernel, or None where it does not fit (the caller then
-    uses the Triton kernel). ``config``: R, WARPS, MINB (``default_config``'s keys) override the defaults."""
+    """``models.nf4_gemv._launch``'s product on the CUDA kernel, or None where it does not fit or CUDA refused it
+    (the caller then uses the Triton kernel). The caller has checked that x [B, K] fits the weights. ``config``:
+    R, WARPS, MINB, DEPTH (``default_config``'s keys) override the defaults."""
     import torch
 
     if available(x.device) is not None:
         return None
     batch, k = x.shape
-    first = weights[0]
-    if batch > MAX_BATCH or x.dtype not in (torch.bfloat16, torch.float16) or len(weights) > 3:
+    if batch > MAX_BATCH or x.dtype not in (torch.bfloat16, torch.float16) or not 1 <= len(weights) <= 3:
         return None
     given = {key: v for key, v in (config or {}).items() if key in CUDA_KEYS}
     config = dict(default_config(batch, epilogue, k), **given)
-    rows = config["R"]
-    if rows * batch > 32:
+    if config["DEPTH"] not in (2, 3) or not 1 <= config["WARPS"] <= 32 or config["R"] < 1 or config["MINB"] < 1:
+        raise ValueError(f"nf4_cuda: no such tiling {config}")
+    if config["R"] * batch > 32:  # one lane writes each (row, sequence) of a warp's rows
         return None
+    if any(w.packed.data_ptr() % 16 or (w.nested and w.nested_block & (w.nested_block - 1)) for w in weights):
+        return None
+    try:
+        with torch.cuda.device(x.device):
+            return _launch(x, weights, epilogue, residual, out, config, pdl)
+    except CudaError as exc:  # NVRTC or the driver refused it: the same products from the Triton kernel
+        _give_up(str(exc))
+        return None
+
+
+def _launch(x, weights, epilogue: int, residual, out, config: dict, pdl: bool):
+    import torch
+
+    batch, k = x.shape
+    first = weights[0]
+    rows = config["R"]
     xchunks = _ceil(k, 1024) * 128  # per sequence: K rounded up to 1,024, in 16-byte chunks
     holes = batch * xchunks <= HOLE_CHUNKS
     shared = LUT_BYTES + (0 if holes else batch * xchunks * 16)
     if shared > shared_limit(x.device):
-        return None
-    if any(w.packed.data_ptr() % 16 or (w.nested and w.nested_block & (w.nested_block - 1)) for w in weights):
         return None
     if x.stride(1) != 1 or x.stride(0) % 8 or x.data_ptr() % 16:  # the kernel reads inputs as 16-byte chunks
         x = x.contiguous().clone()
@@ -274,11 +289,7 @@ def launch(x, weights, epilogue: int, residual, out, config=None, pdl: bool = Fa
     defines = {key: config[key] for key in CUDA_KEYS}
     defines.update(B=batch, EPILOGUE=epilogue, NESTED=int(first.nested), XF16=int(x.dtype == torch.float16),
                    PDL=int(pdl), XHOLES=int(holes))  # fmt: skip
-    try:
-        found = kernel(x.device, defines)
-    except CudaError as exc:  # NVRTC or the driver refused it: the same products from the Triton kernel
-        _give_up(str(exc))
-        return None
+    found = kernel(x.device, defines)
 
     params = _Weights()
     units_end, col = 0, 0

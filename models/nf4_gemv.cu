@@ -17,6 +17,13 @@ typedef unsigned int u32;
 typedef unsigned short u16;
 typedef unsigned char u8;
 
+#if DEPTH != 2 && DEPTH != 3
+#error "DEPTH is 2 or 3"
+#endif
+#if B < 1 || B > 4
+#error "B is 1 to 4"
+#endif
+
 #define THREADS (WARPS * 32)
 #define SLOTS (EPILOGUE == 2 ? 2 * R : R)
 #define LUT_WORDS (256 * 64)  // 256 pairs x a 256-byte row; lane l reads word 64*b + l (bank l)

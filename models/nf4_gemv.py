@@ -402,10 +402,13 @@ def nf4_gemv(
 ):
     """``x @ W.T`` for x [B, K] (B ≤ 8) in the compute dtype; ``residual`` adds, ``up`` gives silu(x W.T) * x U.T.
 
-    ``config`` (BN, ITERS, num_warps and optionally DECODE) sets the tiling, ``DEFAULT_CONFIG`` without it;
-    ``"tune"`` times every config of ``CONFIGS`` once per shape and keeps the fastest. DECODE defaults to the byte
-    permutes where the kernel is compiled for CUDA, the table loads in Triton's interpreter. ``pdl``: launched as
-    a programmatic dependent launch (``models.grid_overlap``; only where ``grid_overlap.supported``).
+    On a CUDA device the CUDA kernel (``models.nf4_cuda``) computes it where it can, this module's Triton kernel
+    otherwise. ``config``: KERNEL ("cuda", the default, or "triton" for the Triton kernel alone); the CUDA kernel's
+    tiling (R, WARPS, MINB, DEPTH: ``nf4_cuda.default_config``); the Triton kernel's (BN, ITERS, num_warps and
+    optionally DECODE), ``DEFAULT_CONFIG`` for what is not given. ``"tune"``: the Triton kernel, timing every
+    config of ``CONFIGS`` once per shape and keeping the fastest. DECODE defaults to the byte permutes where the
+    kernel is compiled for CUDA, the table loads in Triton's interpreter. ``pdl``: launched as a programmatic
+    dependent launch (``models.grid_overlap``; only where ``grid_overlap.supported``).
     """
     if up is not None:
         return _launch(x, [weight, up], SILU_MUL, None, out, config, pdl)
@@ -420,28 +423,27 @@ def nf4_gemv_stacked(x, weights: list[Nf4Weight], out=None, config=None, pdl: bo
 def _launch(x, weights: list[Nf4Weight], epilogue: int, residual, out, config, pdl: bool):
     import torch
 
-    if config != "tune" and (config or {}).get("KERNEL", "cuda") == "cuda" and x.is_cuda:
-        from models import nf4_cuda
-
-        done = nf4_cuda.launch(x, weights, epilogue, residual, out, config, pdl)
-        if done is not None:
-            return done
-        config = None if config is None else {k: v for k, v in config.items() if k not in nf4_cuda.CUDA_KEYS}
-    if config is not None and config != "tune":
-        config = dict(DEFAULT_CONFIG, **{k: v for k, v in config.items() if k != "KERNEL"})
+    from models import nf4_cuda
 
     batch, k = x.shape
     first = weights[0]
     pair = epilogue == SILU_MUL
     if not 1 <= batch <= MAX_BATCH or any(w.k != k or w.nested != first.nested for w in weights):
         raise ValueError(f"nf4_gemv: input {tuple(x.shape)} does not fit weights {[(w.n, w.k) for w in weights]}")
+    if config != "tune":
+        config = dict(config or {})
+        if config.pop("KERNEL", "cuda") == "cuda" and x.is_cuda:
+            done = nf4_cuda.launch(x, weights, epilogue, residual, out, config, pdl)
+            if done is not None:
+                return done
+        config = dict(DEFAULT_CONFIG, **{key: v for key, v in config.items() if key not in nf4_cuda.CUDA_KEYS})
+
     if x.stride(1) != 1 or x.stride(0) % 2 or x.data_ptr() % 4:  # the kernel reads inputs as 32-bit pairs
         x = x.clone(memory_format=torch.contiguous_format)
     out_cols = first.n if pair else sum(w.n for w in weights)
     if out is None:
         out = torch.empty((batch, out_cols), dtype=x.dtype, device=x.device)
     part_cols = 2 * first.n if pair else out_cols
-    config = DEFAULT_CONFIG if config is None else config
     slices = triton.cdiv(k, MIN_SLICE if config == "tune" else 64 * config["ITERS"])
     slices_pow2 = triton.next_power_of_2(slices)  # the most partial sums a row may have (tuned: any tiling)
     partials = torch.empty((slices, batch, part_cols), dtype=torch.float32, device=x.device)

@@ -87,3 +87,8 @@ def test_without_a_cuda_device_the_kernel_declines():
 
     assert nf4_cuda.available(torch.device("cpu")) == "not a CUDA device"
     assert nf4_cuda.launch(torch.zeros(1, 64, dtype=torch.bfloat16), [], nf4_cuda.PLAIN, None, None) is None
+
+
+def test_a_pipeline_depth_the_kernel_does_not_have_is_refused_at_compile_time(nvrtc):
+    with pytest.raises(nf4_cuda.CudaError, match="DEPTH is 2 or 3"):
+        nf4_cuda.compile_cubin(dict(next(_variants()), DEPTH=4), "sm_90")
