@@ -1,8 +1,9 @@
 """The NF4 products in CUDA C (``models/nf4_gemv.cu``), compiled at run time by NVRTC and launched on PyTorch's stream.
 
-The Triton kernel (``models.nf4_gemv``) spends about 5 instructions per weight decoding nibbles with byte permutes,
-which keeps it near 38 % of the copy bandwidth. In CUDA C a byte becomes its two weights' fp16 pair by one byte
-permute and one conflict-free shared-memory load (see the .cu file), about 2 instructions per weight.
+The Triton kernel (``models.nf4_gemv``) spends about 5 instructions per weight, half of them decoding nibbles,
+which holds it at 38 % of the copy bandwidth on an H100 and 26 % on an H200. In CUDA C a byte becomes its two
+weights' fp16 pair by one byte permute and one conflict-free shared-memory load (see the .cu file): about 2.8
+instructions per weight in all, and 56 % of the copy bandwidth on an H200 (docs/benchmarks.md, section 6).
 
 Nothing here needs the CUDA toolkit: NVRTC ships with PyTorch's CUDA wheels (``nvidia-cuda-nvrtc``) and the
 driver loads the compiled code. Where NVRTC or the driver cannot be found, or a shape does not fit (batch > 4,
@@ -92,9 +93,9 @@ def compile_cubin(defines: dict, arch: str) -> bytes:
         if result != 0:
             size = ctypes.c_size_t()
             lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
-            log = ctypes.create_string_buffer(size.value)
-            lib.nvrtcGetProgramLog(prog, log)
-            raise CudaError(f"compiling models/nf4_gemv.cu failed:\n{log.value.decode(errors='replace')}")
+            text = ctypes.create_string_buffer(size.value)
+            lib.nvrtcGetProgramLog(prog, text)
+            raise CudaError(f"compiling models/nf4_gemv.cu failed:\n{text.value.decode(errors='replace')}")
         size = ctypes.c_size_t()
         _nvrtc_check(lib, lib.nvrtcGetCUBINSize(prog, ctypes.byref(size)))
         cubin = ctypes.create_string_buffer(size.value)
