@@ -209,7 +209,8 @@ __device__ __forceinline__ void compute(const Step& cur, const Rows& rows, int i
   for (int word = 0; word < 4; ++word) {
     uint4 xv[B];
 #pragma unroll
-    for (int s = 0; s < B; ++s) xv[s] = *(const uint4*)(sh.lut + sh.xlane + x_step(s * sh.xchunks + it * 128) + x_step(word * 32));
+    for (int s = 0; s < B; ++s)
+      xv[s] = *(const uint4*)(sh.lut + sh.xlane + x_step(s * sh.xchunks + it * 128) + x_step(word * 32));
 #pragma unroll
     for (int j = 0; j < SLOTS; ++j) {
       const u32 v = word == 0 ? cur.codes[j].x : word == 1 ? cur.codes[j].y : word == 2 ? cur.codes[j].z
