@@ -1,9 +1,11 @@
-"""zhiku's NF4 product kernel against bitsandbytes, per LLaMA-2-13B weight shape and a few odd shapes.
+"""zhiku's NF4 product kernels (CUDA and Triton) against bitsandbytes, per LLaMA-2-13B weight shape and a few
+odd shapes.
 
-Run on a CUDA machine with bitsandbytes:  python bench/gpu_kernels.py [--out bench/out/gpu_kernels.json]
-For each shape and batch: the error against bitsandbytes' dequantize + matmul (fp32 products of the bf16
-weights it dequantizes), then the time of one product and of the 40 layers × 7 linears of the 13B model
-replayed in one CUDA graph, as % of the copy bandwidth measured in the same run.
+Run on a CUDA machine with bitsandbytes:  python bench/gpu_kernels.py [--quick] [--products] [--out FILE.json]
+For each shape and batch: each kernel's error against bitsandbytes' dequantize + matmul (fp32 products of the
+bf16 weights it dequantizes), then the time of one product and of the 40 layers × 7 linears of the 13B model
+replayed in one CUDA graph, as % of the copy bandwidth measured in the same run. --products instead times each
+kind of product of the 13B step with each of the CUDA kernel's tilings (how its defaults were chosen).
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ def quantized(n: int, k: int, generator):
 
 
 KERNELS = {"cuda": {"KERNEL": "cuda"}, "triton": {"KERNEL": "triton", "HALF": 1}}
+
+
+def weight_bytes(packed, state) -> int:
+    """What a product reads of one weight: the packed codes, the scales' codes and their fp32 scales."""
+    return packed.numel() + state.absmax.numel() + state.state2.absmax.numel() * 4
 
 
 def check(packed, state, batch: int, generator) -> dict:
@@ -77,7 +84,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "gpu_kernels.json")
     parser.add_argument("--quick", action="store_true", help="check the 13B shapes at batch 1 and 4 only")
-    parser.add_argument("--products", action="store_true", help="only time each product type with each tiling")
+    parser.add_argument("--products", action="store_true", help="instead: time each product type with each tiling")
     args = parser.parse_args()
 
     import bitsandbytes as bnb
@@ -109,7 +116,7 @@ def main() -> int:
             print(row, flush=True)
             if name in SHAPES_13B and batch == 1:
                 x = torch.randn(batch, k, device="cuda", generator=generator).to(torch.bfloat16)
-                bytes_read = packed.numel() + state.absmax.numel() + state.state2.absmax.numel() * 4
+                bytes_read = weight_bytes(packed, state)
                 ours = median_cuda(lambda x=x, w=weight: nf4_gemv(x, w), repeats=50)
                 row["triton_us"] = 1e6 * median_cuda(lambda x=x, w=weight: nf4_gemv(x, w, config=KERNELS["triton"]),
                                                      repeats=50)  # fmt: skip
@@ -132,10 +139,6 @@ def main() -> int:
     args.out.write_text(json.dumps(result, indent=2))
     stack = ["kernel", "config", "B", "ms", "pct_bw", "linears_tok_s"]
     print(table("40 layers x 7 linears, one CUDA graph", stack, [[r[c] for c in stack] for r in layers]))
-    products = _per_product(generator, bandwidth)
-    result["products"] = products
-    args.out.write_text(json.dumps(result, indent=2))
-    _print_products(products)
     print(f"worst relative error {worst:.2e} (bf16 tolerance 1e-2)")
     return 0 if worst < 1e-2 else 1
 
@@ -152,7 +155,7 @@ def _layer_stack(generator, bandwidth: float, quick: bool) -> list[dict]:
     shapes = [(5120, 5120)] * 4 + [(13824, 5120)] * 2 + [(5120, 13824)]
     weights = [quantized(n, k, generator) for n, k in shapes]  # one layer's weights, reused for each of 40
     nf4 = [Nf4Weight.from_state(p, s) for p, s in weights]
-    layer_bytes = sum(p.numel() + s.absmax.numel() + s.state2.absmax.numel() * 4 for p, s in weights)
+    layer_bytes = sum(weight_bytes(p, s) for p, s in weights)
     inputs = {b: {k: torch.randn(b, k, device="cuda", generator=generator).bfloat16() for k in (5120, 13824)}
               for b in (1, 4)}  # fmt: skip
 
@@ -198,8 +201,8 @@ def _layer_stack(generator, bandwidth: float, quick: bool) -> list[dict]:
         rows.append(row("zhiku", 1, dict(best, PDL=1), ours))
         print(rows[-1], flush=True)
     rows.append(row("bitsandbytes", 4, None, theirs))
-    # batch 4: the best batch-1 tiling with the products on the CUDA cores (DOT=0) and on the tensor cores, and
-    # two larger tensor-core tiles
+    # batch 4: the CUDA kernel with a few tilings, then the Triton kernel's best batch-1 tiling on the tensor cores
+    # (DOT=1), also with a longer tile
     for config in [
         {"KERNEL": "cuda", "PDL": 1},
         {"KERNEL": "cuda", "PDL": 1, "DEPTH": 3},
@@ -243,15 +246,10 @@ def _per_product(generator, bandwidth: float) -> list[dict]:
 
     pdl = grid_overlap.supported(torch.device("cuda"))
     square = [quantized(5120, 5120, generator) for _ in range(4)]
-    gate, up, down = (
-        quantized(13824, 5120, generator),
-        quantized(13824, 5120, generator),
-        quantized(5120, 13824, generator),
-    )
-    nf4 = {name: [Nf4Weight.from_state(p, s) for p, s in pairs] for name, pairs in
-           {"qkv": square[:3], "o": square[3:], "gate_up": [gate, up], "down": [down]}.items()}  # fmt: skip
-    size = {name: sum(p.numel() + s.absmax.numel() + s.state2.absmax.numel() * 4 for p, s in pairs) for name, pairs in
-            {"qkv": square[:3], "o": square[3:], "gate_up": [gate, up], "down": [down]}.items()}  # fmt: skip
+    gate, up = quantized(13824, 5120, generator), quantized(13824, 5120, generator)
+    pairs = {"qkv": square[:3], "o": square[3:], "gate_up": [gate, up], "down": [quantized(5120, 13824, generator)]}
+    nf4 = {name: [Nf4Weight.from_state(p, s) for p, s in weights] for name, weights in pairs.items()}
+    size = {name: sum(weight_bytes(p, s) for p, s in weights) for name, weights in pairs.items()}
     rows = []
     for batch, configs in PRODUCT_CONFIGS.items():
         x = {k: torch.randn(batch, k, device="cuda", generator=generator).bfloat16() for k in (5120, 13824)}

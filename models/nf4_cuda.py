@@ -276,13 +276,11 @@ def _launch(x, weights, epilogue: int, residual, out, config: dict, pdl: bool):
     batch, k = x.shape
     first = weights[0]
     rows = config["R"]
-    xchunks = _ceil(k, 1024) * 128  # per sequence: K rounded up to 1,024, in 16-byte chunks
-    holes = batch * xchunks <= HOLE_CHUNKS
-    shared = LUT_BYTES + (0 if holes else batch * xchunks * 16)
+    holes, shared = input_layout(batch, k)
     if shared > shared_limit(x.device):
         return None
     if x.stride(1) != 1 or x.stride(0) % 8 or x.data_ptr() % 16:  # the kernel reads inputs as 16-byte chunks
-        x = x.contiguous().clone()
+        x = x.clone(memory_format=torch.contiguous_format)
     pair = epilogue == SILU_MUL
     out_cols = first.n if pair else sum(w.n for w in weights)
     if out is None:
@@ -330,6 +328,14 @@ def _launch(x, weights, epilogue: int, residual, out, config: dict, pdl: bool):
         _check(lib, lib.cuLaunchKernel(found.function, grid, 1, 1, found.threads, 1, 1, shared, stream, args,
                                        None), "launching nf4_gemv")  # fmt: skip
     return out
+
+
+def input_layout(batch: int, k: int) -> tuple[bool, int]:
+    """Where the kernel keeps the inputs (XHOLES: in the pair table's unused halves) and the shared memory a block
+    then needs. The inputs take K rounded up to 1,024 per sequence, in 16-byte chunks."""
+    chunks = batch * _ceil(k, 1024) * 128
+    holes = chunks <= HOLE_CHUNKS
+    return holes, LUT_BYTES + (0 if holes else chunks * 16)
 
 
 def _ceil(a: int, b: int) -> int:

@@ -40,7 +40,7 @@ def _variants():
         for epilogue in (nf4_cuda.PLAIN, nf4_cuda.RESIDUAL, nf4_cuda.SILU_MUL):
             for k in (5120, 13824):
                 config = nf4_cuda.default_config(batch, epilogue, k)
-                holes = batch * -(-k // 1024) * 128 <= nf4_cuda.HOLE_CHUNKS
+                holes, _ = nf4_cuda.input_layout(batch, k)
                 yield dict(config, B=batch, EPILOGUE=epilogue, NESTED=1, XF16=0, PDL=1, XHOLES=int(holes))
 
 
