@@ -1,12 +1,13 @@
-"""zhiku's own decode loop: prefill eager, then one captured step per token, replayed from a CUDA graph.
+"""zhiku's own generation loop: the prompt's prefill and then one step per token, each replayed from a CUDA graph.
 
 transformers runs each decode step as eager Python (~50 ms of host work per token for a 13B model against a
-~2 ms memory floor) and declines to compile bitsandbytes models. Here the prompt is prefilled by the model
-itself (SDPA), its keys and values are copied into a static cache sized by the governor's reserve, and every
-later token runs ``decode_step`` (zhiku's kernels, sampling on the GPU) as one CUDA graph replay. The host
-only replays, copies each new token id to pinned memory and checks stop conditions a few steps behind the
-GPU; detokenising happens on the consuming thread. The static cache also keeps the previous prompt, so a
-prompt that starts the same way prefills only the rest.
+~2 ms memory floor) and declines to compile bitsandbytes models. Here the prompt runs through ``prefill_step``
+(the eager model's arithmetic, captured once per prompt-length bucket at load), which writes its keys and
+values straight into a static cache sized by the governor's reserve; every later token runs ``decode_step``
+(zhiku's kernels, sampling on the GPU) as one CUDA graph replay. The host only replays, copies each new token
+id to pinned memory and checks stop conditions a few steps behind the GPU; detokenising happens on the
+consuming thread. The static cache also keeps the previous prompt, so a prompt that mostly starts the same way
+prefills only the rest, through the model itself (eager). Image prompts and batches prefill eagerly too.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 
 from models.decode_step import DecodeState, LlamaParts, TorchOps, TritonOps, decode_step
+from models.prefill_step import bucket_for, buckets, prefill_step
 from models.prefix_cache import common_prefix
 from models.sampling import choose
 from models.streaming import RepetitionStop, SamplingParams, StreamingGenerator, on_worker, run_on_worker
@@ -33,7 +35,10 @@ MIN_REUSE = 16  # fewer shared prompt tokens are not worth a partial prefill
 class CapturedDecoder:
     """Streams like ``StreamingGenerator`` (same attributes), through the captured step where it can."""
 
-    def __init__(self, model, tokenizer, max_len: int, ops=None, capture: bool | None = None) -> None:
+    def __init__(self, model, tokenizer, max_len: int, ops=None, capture: bool | None = None,
+                 prefill: bool = True) -> None:  # fmt: skip
+        """``prefill``: text prompts prefill through ``prefill_step`` (on CUDA, graphs captured per length bucket
+        for batch 1, at load); False leaves every prefill to the model (a vision model's prompts hold images)."""
         import torch
 
         self.model = model
@@ -43,6 +48,8 @@ class CapturedDecoder:
         self.capture = device.type == "cuda" if capture is None else capture
         self.ops = ops or (TritonOps() if device.type == "cuda" else TorchOps())
         self.max_len = min(max_len, _context_of(model))
+        self.prefill_sizes = buckets(self.max_len) if prefill and self.capture else []
+        self.prefill_steps = prefill  # on the CPU (no capture) the step runs as it is, at the prompt's length
         self.eager = StreamingGenerator(model, tokenizer)  # prompts longer than the static cache
         self.eos = _eos_ids(model, tokenizer)
         self._lock = threading.Lock()
@@ -51,6 +58,7 @@ class CapturedDecoder:
         self.last_repeating = False
         self.last_reused = 0
         self.last_prefill_s = 0.0  # of the latest generation: prompt in -> its cache filled, first token chosen
+        self.last_prefill_size: int | None = None  # the length it prefilled at through prefill_step; None: the model
         self._prefill_marks: list = []  # CUDA events of the latest prefill's phases (``last_prefill_phases_ms``)
         before = _memory(device)
         self.ops.prepare(self.parts)
@@ -60,6 +68,7 @@ class CapturedDecoder:
         self._state(1)
         after = _memory(device)  # static cache, graph pool (reserved, not all live), rotary tables
         self.reserved_bytes = max(after[0] - before[0], after[1] - before[1])
+        self.pooled_bytes = self.reserved_bytes - (after[0] - before[0])  # free blocks the graphs keep for replays
 
     # -- streaming (the generator protocol's side) -------------------------------------------------------------
     def stream_inputs(self, inputs: dict, params: SamplingParams, prefix=None) -> Iterator[str]:
@@ -212,9 +221,7 @@ class CapturedDecoder:
                 state.ids = input_ids[0].tolist() + fed
 
     def _prefill(self, state: DecodeState, inputs: dict, reuse: bool, greedy: bool):
-        """Run the prompt through the model, copy its keys and values into the static cache; the first token."""
-        from transformers import DynamicCache
-
+        """Run the prompt through the model, its keys and values into the static cache; the first token."""
         input_ids = inputs["input_ids"]
         batch, length = input_ids.shape
         marks = self._prefill_marks = _marks(input_ids.device)
@@ -224,6 +231,53 @@ class CapturedDecoder:
             shared = min(common_prefix(state.ids, input_ids[0].tolist()), length - 1)
             shared = shared if shared >= MIN_REUSE else 0
         state.ids = []  # the cache is being overwritten
+        size = self.last_prefill_size = self._prefill_size(state, inputs, shared)
+        if size:
+            shared = 0
+            self._prefill_whole(state, input_ids, size)
+            _mark(marks)
+        else:
+            self._prefill_eager(state, inputs, shared, marks)
+        self.last_reused = shared
+        _mark(marks)
+        state.seen.zero_()
+        state.seen.scatter_(1, input_ids, True)
+        first = choose(state.logits, state.seen, state.penalty, state.inv_temperature, state.top_p, greedy)
+        state.token.copy_(first)
+        state.seen.scatter_(1, first[:, None], True)
+        state.pos.fill_(length)
+        _mark(marks)
+        return first
+
+    def _prefill_size(self, state: DecodeState, inputs: dict, shared: int) -> int | None:
+        """The padded length the prompt prefills at through ``prefill_step``, or None for the model's own prefill:
+        images, batches without a captured graph, and prompts whose reused start is at least half of them."""
+        length = inputs["input_ids"].shape[1]
+        if not self.prefill_steps or "pixel_values" in inputs or (shared and 2 * shared >= length):
+            return None
+        if not self.capture:
+            return length
+        return bucket_for(length, sorted(state.prefills))
+
+    def _prefill_whole(self, state: DecodeState, input_ids, size: int) -> None:
+        """The prompt, padded to ``size``, through the captured prefill of that size (or the step itself)."""
+        length = input_ids.shape[1]
+        state.prompt[:, :length].copy_(input_ids)
+        state.prompt[:, length:size].zero_()
+        state.last.fill_(length - 1)
+        graph = state.prefills.get(size)
+        if graph is not None:
+            graph.replay()
+        else:
+            prefill_step(self.parts, self.ops, state, state.prompt[:, :size], state.last)
+
+    def _prefill_eager(self, state: DecodeState, inputs: dict, shared: int, marks) -> None:
+        """The model's own forward over the prompt after its ``shared`` start (whose keys and values the static
+        cache holds), its keys and values then copied into the static cache."""
+        from transformers import DynamicCache
+
+        input_ids = inputs["input_ids"]
+        length = input_ids.shape[1]
         cache = DynamicCache()
         for i in range(len(self.parts.layers)) if shared else ():
             cache.update(state.cache_k[i][:, :, :shared], state.cache_v[i][:, :, :shared], i)
@@ -234,18 +288,7 @@ class CapturedDecoder:
         for i, layer in enumerate(cache.layers):
             state.cache_k[i][:, :, shared:length].copy_(layer.keys[:, :, shared:length])
             state.cache_v[i][:, :, shared:length].copy_(layer.values[:, :, shared:length])
-        self.last_reused = shared
-        _mark(marks)
-        logits = out.logits[:, -1, :].float()
-        state.logits.copy_(logits)
-        state.seen.zero_()
-        state.seen.scatter_(1, input_ids, True)
-        first = choose(logits, state.seen, state.penalty, state.inv_temperature, state.top_p, greedy)
-        state.token.copy_(first)
-        state.seen.scatter_(1, first[:, None], True)
-        state.pos.fill_(length)
-        _mark(marks)
-        return first
+        state.logits.copy_(out.logits[:, -1, :].float())
 
     @property
     def last_prefill_phases_ms(self) -> dict[str, float]:
@@ -290,10 +333,33 @@ class CapturedDecoder:
                 with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
                     decode_step(self.parts, self.ops, state, greedy)
                 state.graphs[greedy] = graph
+            if state.token.shape[0] == 1:
+                self._capture_prefills(state)
             torch.cuda.synchronize()
             state.pos.zero_()
             state.token.zero_()
             state.seen.zero_()
+
+    def _capture_prefills(self, state: DecodeState) -> None:
+        """One graph of ``prefill_step`` per bucket of ``prefill_sizes``, longest first, so that the shorter ones
+        reuse its memory in the pool (graphs replay one at a time and keep nothing in it: their outputs are the
+        static cache and logits). Each size runs once before its capture: CUDA loads kernels on first launch and
+        cuBLAS picks them per shape."""
+        import torch
+
+        side = _warm_up_stream(state.token.device)
+        for size in sorted(self.prefill_sizes, reverse=True):
+            ids = state.prompt[:, :size]
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                prefill_step(self.parts, self.ops, state, ids, state.last)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+                prefill_step(self.parts, self.ops, state, ids, state.last)
+            state.prefills[size] = graph
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()  # the warm-ups' activations: the graphs hold their own in the pool
 
 
 def why_not_captured(model) -> str:

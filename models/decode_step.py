@@ -34,6 +34,7 @@ class Layer:
     gate: Linear
     up: Linear
     down: Linear
+    attention: object = None  # the layer's attention module (the prefill calls transformers' attention with it)
 
 
 @dataclass
@@ -67,7 +68,7 @@ class LlamaParts:
                 Layer(
                     layer.input_layernorm.weight, Linear(attn.q_proj), Linear(attn.k_proj), Linear(attn.v_proj),
                     Linear(attn.o_proj), layer.post_attention_layernorm.weight, Linear(mlp.gate_proj),
-                    Linear(mlp.up_proj), Linear(mlp.down_proj),
+                    Linear(mlp.up_proj), Linear(mlp.down_proj), attn,
                 )
             )  # fmt: skip
         heads = config.num_attention_heads
@@ -131,7 +132,10 @@ class DecodeState:
     inv_temperature: object
     top_p: object
     max_len: int
+    prompt: object = None  # [B, max_len] token ids of the prompt, padded (the captured prefill's input)
+    last: object = None  # [B] the prompt's last position (whose logits choose the first token)
     graphs: dict = field(default_factory=dict)  # greedy? -> torch.cuda.CUDAGraph
+    prefills: dict = field(default_factory=dict)  # bucket length -> the captured prefill's torch.cuda.CUDAGraph
     ids: list = field(default_factory=list)  # batch 1: the token ids whose keys and values the cache holds
 
     @classmethod
@@ -153,6 +157,8 @@ class DecodeState:
             inv_temperature=one.clone(),
             top_p=one.clone(),
             max_len=max_len,
+            prompt=torch.zeros(batch, max_len, dtype=torch.long, device=device),
+            last=torch.zeros(batch, dtype=torch.long, device=device),
         )
 
 
@@ -212,9 +218,9 @@ class TorchOps:
         batch = q.shape[0]
         c, s = cos[pos][:, None, :], sin[pos][:, None, :]
         qh, kh = q.view(batch, heads, head_dim), k.view(batch, kv_heads, head_dim)
-        qh.copy_(qh * c + _rotate_half(qh) * s)
+        qh.copy_(qh * c + rotate_half(qh) * s)
         rows = torch.arange(batch, device=q.device)
-        cache_k[rows, :, pos] = kh * c + _rotate_half(kh) * s
+        cache_k[rows, :, pos] = kh * c + rotate_half(kh) * s
         cache_v[rows, :, pos] = v.view(batch, kv_heads, head_dim)
 
     def attention(self, q, cache_k, cache_v, pos, heads, kv_heads, head_dim, scale):
@@ -300,7 +306,8 @@ class TritonOps(TorchOps):
         return attention(q, cache_k, cache_v, pos, heads, kv_heads, head_dim, scale, pdl=self.pdl)
 
 
-def _rotate_half(x):
+def rotate_half(x):
+    """transformers' ``rotate_half``: the last dimension's halves swapped, the new first half negated."""
     import torch
 
     half = x.shape[-1] // 2

@@ -3,7 +3,8 @@
 weights: every ``nn.Linear`` inside the network is stored at the quantization's bytes per weight (NF4 with
 double quant: 4 bits + one 8-bit absmax per 64 weights + one fp32 per 256 absmax blocks); embeddings,
 norms and the output head stay in the compute dtype, as bitsandbytes leaves them. KV cache: keys and values
-for every layer at the configured context and batch. Workspace: activations and allocator slack.
+for every layer at the configured context and batch. Workspace: allocator slack, plus the activations of a
+prompt as long as the context (a prefill's peak; on a GPU the captured prefill keeps them in its graph pool).
 """
 
 from __future__ import annotations
@@ -85,6 +86,15 @@ def kv_cache_bytes(config, context_tokens: int, batch: int, dtype_bytes: int = 2
     return 2 * layers * heads * head_dim * context_tokens * batch * dtype_bytes
 
 
+def prefill_bytes(config, tokens: int, dtype_bytes: int = 2) -> int:
+    """Activations at a prefill's peak (the MLP): per token the residual stream and its norm, gate, up,
+    silu(gate) and their product; and one weight dequantized to the compute dtype."""
+    text = getattr(config, "text_config", None) or config
+    hidden = text.hidden_size
+    intermediate = getattr(text, "intermediate_size", None) or 4 * hidden
+    return tokens * (2 * hidden + 4 * intermediate) * dtype_bytes + hidden * intermediate * dtype_bytes
+
+
 def estimate(
     config, quantization: str, context_tokens: int | None = None, batch: int = 1, counts: ParameterCounts | None = None
 ) -> Footprint:
@@ -94,5 +104,5 @@ def estimate(
     text = getattr(config, "text_config", None) or config
     context = context_tokens or getattr(text, "max_position_embeddings", 4096)
     kv = kv_cache_bytes(config, context, batch, 4 if quantization == "fp32" else 2)
-    workspace = max(256 * MIB, weights // 20)
+    workspace = max(256 * MIB, weights // 20) + prefill_bytes(config, context, 4 if quantization == "fp32" else 2)
     return Footprint(weights, kv, workspace)

@@ -306,6 +306,9 @@ class Governor:
             entry.load_seconds = time.perf_counter() - started
             delta = max(0, self.device.allocated_bytes() - before)
             delta = getattr(model, "local_bytes", delta)  # a model that knows it holds nothing here (a remote one)
+            # what the model holds beside its weights (a static cache, graph pools); ``pooled_bytes`` of it are free
+            # blocks kept for its CUDA graphs, which the allocated count does not include
+            delta += int(getattr(model, "pooled_bytes", 0) or 0)
             entry.held = min(delta, int(getattr(model, "reserved_bytes", 0) or 0))
             entry.measured = delta - entry.held
             entry.loads += 1

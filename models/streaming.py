@@ -132,9 +132,11 @@ class RepetitionStop:
         return done
 
 
-def decoder_for(model, tokenizer, decode: str, context_tokens: int | None, nf4_kernel: str = "zhiku"):
+def decoder_for(model, tokenizer, decode: str, context_tokens: int | None, nf4_kernel: str = "zhiku",
+                prefill: bool = True):  # fmt: skip
     """The streaming decoder of a loaded model: zhiku's captured decode step where it applies (``decode`` auto
-    on CUDA, a Llama-family language model, Triton present), else transformers' ``generate``.
+    on CUDA, a Llama-family language model, Triton present), else transformers' ``generate``. ``prefill``:
+    text prompts prefill through captured graphs too (False for a vision model, whose prompts hold images).
 
     If the captured step fails to build (a kernel that does not compile on this GPU, say), the model still
     answers through ``generate``; the warning says why, and ``decode_path`` reads ``eager``.
@@ -152,7 +154,7 @@ def decoder_for(model, tokenizer, decode: str, context_tokens: int | None, nf4_k
 
     max_len = context_tokens or getattr(model.get_decoder().config, "max_position_embeddings", 4096)
     try:  # on the model thread: a CUDA graph capture must not see other CUDA work
-        return on_worker(CapturedDecoder, model, tokenizer, max_len, TritonOps(nf4_kernel))
+        return on_worker(CapturedDecoder, model, tokenizer, max_len, TritonOps(nf4_kernel), None, prefill)
     except torch.OutOfMemoryError:
         raise  # the governor evicts idle models and retries the load
     except Exception as exc:  # noqa: BLE001 - any other failure to build it: fall back, loudly
@@ -186,6 +188,11 @@ class StreamsText:
     def reserved_bytes(self) -> int:
         """Memory the decoder holds beside the weights from load on (static KV cache, graph pool)."""
         return getattr(self._streaming, "reserved_bytes", 0)
+
+    @property
+    def pooled_bytes(self) -> int:
+        """Of ``reserved_bytes``: the graph pools' free blocks (the allocator counts them reserved, not allocated)."""
+        return getattr(self._streaming, "pooled_bytes", 0)
 
     @property
     def last_first_token_s(self) -> float | None:

@@ -97,7 +97,7 @@ class VisionModel(StreamsText):
         self.model.eval()
         self.quantization = effective_quantization(spec.quantization, self.device)
         self._streaming = decoder_for(
-            self.model, self.processor.tokenizer, spec.decode, spec.context_tokens, spec.nf4_kernel
+            self.model, self.processor.tokenizer, spec.decode, spec.context_tokens, spec.nf4_kernel, prefill=False
         )
         self._warm_up()
         self.load_seconds = time.perf_counter() - started
