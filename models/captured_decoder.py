@@ -6,8 +6,9 @@ transformers runs each decode step as eager Python (~50 ms of host work per toke
 values straight into a static cache sized by the governor's reserve; every later token runs ``decode_step``
 (zhiku's kernels, sampling on the GPU) as one CUDA graph replay. The host only replays, copies each new token
 id to pinned memory and checks stop conditions a few steps behind the GPU; detokenising happens on the
-consuming thread. The static cache also keeps the previous prompt, so a prompt that mostly starts the same way
-prefills only the rest, through the model itself (eager). Image prompts and batches prefill eagerly too.
+consuming thread. Without captured graphs (the CPU) the static cache's previous prompt is reused: a prompt that
+mostly starts the same way prefills only the rest, through the model itself. Image prompts and batches prefill
+through the model too.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 
 from models.decode_step import DecodeState, LlamaParts, TorchOps, TritonOps, decode_step
-from models.prefill_step import bucket_for, buckets, prefill_step
+from models.prefill_step import buckets, prefill_length, prefill_step
 from models.prefix_cache import common_prefix
 from models.sampling import choose
 from models.streaming import RepetitionStop, SamplingParams, StreamingGenerator, on_worker, run_on_worker
@@ -250,14 +251,12 @@ class CapturedDecoder:
         return first
 
     def _prefill_size(self, state: DecodeState, inputs: dict, shared: int) -> int | None:
-        """The padded length the prompt prefills at through ``prefill_step``, or None for the model's own prefill:
-        images, batches without a captured graph, and prompts whose reused start is at least half of them."""
-        length = inputs["input_ids"].shape[1]
-        if not self.prefill_steps or "pixel_values" in inputs or (shared and 2 * shared >= length):
+        """The padded length the prompt prefills at through ``prefill_step``, or None for the model's own prefill
+        (images, and the cases ``prefill_length`` leaves to it)."""
+        if not self.prefill_steps or "pixel_values" in inputs:
             return None
-        if not self.capture:
-            return length
-        return bucket_for(length, sorted(state.prefills))
+        sizes = sorted(state.prefills) if self.capture else None
+        return prefill_length(inputs["input_ids"].shape[1], shared, sizes)
 
     def _prefill_whole(self, state: DecodeState, input_ids, size: int) -> None:
         """The prompt, padded to ``size``, through the captured prefill of that size (or the step itself)."""

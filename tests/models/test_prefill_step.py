@@ -119,3 +119,14 @@ def test_decoder_prefills_whole_unless_the_reused_start_is_most_of_the_prompt(ti
         assert text, name
         reused[name] = decoder.last_reused
     assert reused == {"fresh": 0, "reused start, less than half": 0, "reused start, most of it": 40}
+
+
+def test_with_graphs_every_prompt_a_bucket_holds_replays_one_even_when_its_start_is_reused():
+    from models.prefill_step import prefill_length
+
+    sizes = buckets(4096)
+    assert prefill_length(1502, 0, sizes) == 1536
+    assert prefill_length(1502, 1501, sizes) == 1536  # a graph's 85 ms beat the model's own 80-490 ms
+    assert prefill_length(4096, 0, sizes) == 4096 and prefill_length(4097, 0, sizes) is None
+    assert prefill_length(90, 40, None) == 90  # no graphs (CPU): less than half reused, the step over all of it
+    assert prefill_length(50, 40, None) is None  # most of it reused: only the rest, by the model
