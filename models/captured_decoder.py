@@ -7,8 +7,8 @@ values straight into a static cache sized by the governor's reserve; every later
 (zhiku's kernels, sampling on the GPU) as one CUDA graph replay. The host only replays, copies each new token
 id to pinned memory and checks stop conditions a few steps behind the GPU; detokenising happens on the
 consuming thread. Without captured graphs (the CPU) the static cache's previous prompt is reused: a prompt that
-mostly starts the same way prefills only the rest, through the model itself. Image prompts and batches prefill
-through the model too.
+mostly starts the same way prefills only the rest, through the model itself. Image prompts prefill through the
+model, and on CUDA so do batches (graphs are captured for batch 1).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 
 from models.decode_step import DecodeState, LlamaParts, TorchOps, TritonOps, decode_step
-from models.prefill_step import buckets, prefill_length, prefill_step
+from models.prefill_step import buckets, prefill_length, prefill_step, supported
 from models.prefix_cache import common_prefix
 from models.sampling import choose
 from models.streaming import RepetitionStop, SamplingParams, StreamingGenerator, on_worker, run_on_worker
@@ -49,6 +49,10 @@ class CapturedDecoder:
         self.capture = device.type == "cuda" if capture is None else capture
         self.ops = ops or (TritonOps() if device.type == "cuda" else TorchOps())
         self.max_len = min(max_len, _context_of(model))
+        unfit = supported(model) if prefill else ""
+        if unfit:
+            log.info("prompts prefill through the model itself: %s", unfit)
+        prefill = prefill and not unfit
         self.prefill_sizes = buckets(self.max_len) if prefill and self.capture else []
         self.prefill_steps = prefill  # on the CPU (no capture) the step runs as it is, at the prompt's length
         self.eager = StreamingGenerator(model, tokenizer)  # prompts longer than the static cache
@@ -61,6 +65,8 @@ class CapturedDecoder:
         self.last_prefill_s = 0.0  # of the latest generation: prompt in -> its cache filled, first token chosen
         self.last_prefill_size: int | None = None  # the length it prefilled at through prefill_step; None: the model
         self._prefill_marks: list = []  # CUDA events of the latest prefill's phases (``last_prefill_phases_ms``)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # free blocks left from loading would blur what the decoder adds below
         before = _memory(device)
         self.ops.prepare(self.parts)
         self.parts.rotary_tables(self.max_len)
@@ -353,12 +359,13 @@ class CapturedDecoder:
             with torch.cuda.stream(side):
                 prefill_step(self.parts, self.ops, state, ids, state.last)
             torch.cuda.current_stream().wait_stream(side)
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()  # the warm-up's activations, before the capture takes as much in the pool
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
                 prefill_step(self.parts, self.ops, state, ids, state.last)
             state.prefills[size] = graph
         torch.cuda.synchronize()
-        torch.cuda.empty_cache()  # the warm-ups' activations: the graphs hold their own in the pool
 
 
 def why_not_captured(model) -> str:

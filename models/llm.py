@@ -186,7 +186,9 @@ class Generator(StreamsText):
         On a GPU each kind runs at the length of a real RAG prompt: CUDA loads a kernel's module on its first
         launch, and cuBLAS and SDPA pick other kernels for 1,500 tokens than for 24 (measured on an H100 after a
         24-token warm-up: a 1,500-token prompt whose start was reused took 1.4 s the first time, 0.1 s later).
-        There text prompts replay the prefill graphs captured (and run once) at load, so this warms the rest."""
+        With the captured decoder, text prompts replay the prefill graphs captured (and run once) at load whatever
+        their start, so there this warms the generation thread and the decode loop; with transformers' generate
+        (``decode="eager"``) the three kinds still take different kernels."""
         long = str(self.device).startswith("cuda")
         length = min(WARM_UP_TOKENS, self.context_length - 64) if long else 24
         word = self.tokenizer(" Hello", add_special_tokens=False)["input_ids"] or [0]

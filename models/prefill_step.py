@@ -35,6 +35,16 @@ def bucket_for(length: int, sizes: list[int]) -> int | None:
     return next((size for size in sizes if size >= length), None)
 
 
+CAUSAL_BY_ITSELF = ("sdpa", "flash_attention_2", "flash_attention_3")  # causal without a mask (is_causal)
+
+
+def supported(model) -> str:
+    """Why ``prefill_step`` cannot run ``model``'s prompts, or "" when it can: it passes no mask, so the model's
+    attention must be causal by itself (transformers' eager and flex attention would see every position)."""
+    implementation = getattr(model.get_decoder().config, "_attn_implementation", None)
+    return "" if implementation in CAUSAL_BY_ITSELF else f"attention implementation {implementation!r}"
+
+
 def prefill_length(length: int, shared: int, sizes: list[int] | None) -> int | None:
     """The length a prompt of ``length`` tokens prefills at through ``prefill_step``, or None for the model's own
     prefill of the rest after ``shared`` tokens already in the cache.

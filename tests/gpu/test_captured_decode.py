@@ -182,10 +182,11 @@ def test_captured_prefill_leaves_the_models_own_logits_and_cache(small_llama):
         with torch.inference_mode():
             expected = generator.model(ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
         expected = expected.float()
-        keys = torch.stack([layer.keys for layer in cache.layers])
-        ours = torch.stack([k[:, :, :length] for k in state.cache_k])
+        keys = torch.stack([torch.stack([layer.keys, layer.values]) for layer in cache.layers])
+        pairs = zip(state.cache_k, state.cache_v, strict=True)
+        ours = torch.stack([torch.stack([k[:, :, :length], v[:, :, :length]]) for k, v in pairs])
         logits_diff = (logits[0] - expected).abs().max().item()
-        keys_diff = (ours.float() - keys.float()).abs().max().item()
+        keys_diff = (ours.float() - keys.float()).abs().max().item()  # keys and values
         cosine = torch.nn.functional.cosine_similarity(logits[0], expected).item()
         report.append((length, logits_diff, keys_diff, cosine, torch.equal(logits[0], expected)))
         assert cosine >= 0.9995 and keys_diff <= keys.abs().max().item() / 32, report

@@ -130,3 +130,32 @@ def test_with_graphs_every_prompt_a_bucket_holds_replays_one_even_when_its_start
     assert prefill_length(4096, 0, sizes) == 4096 and prefill_length(4097, 0, sizes) is None
     assert prefill_length(90, 40, None) == 90  # no graphs (CPU): less than half reused, the step over all of it
     assert prefill_length(50, 40, None) is None  # most of it reused: only the rest, by the model
+
+
+def test_a_model_whose_attention_needs_a_mask_prefills_through_the_model_itself():
+    """transformers' eager attention is causal only through the mask ``prefill_step`` does not pass: such a model
+    keeps its own prefill (and its answers stay the model's)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from bench.random_checkpoints import word_tokenizer
+    from models.captured_decoder import CapturedDecoder
+    from models.decode_step import TorchOps
+    from models.prefill_step import supported
+
+    torch.manual_seed(5)
+    config = LlamaConfig(
+        hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=300, max_position_embeddings=256, attn_implementation="eager",
+    )  # fmt: skip
+    model = LlamaForCausalLM(config).to(torch.bfloat16).eval()
+    assert "eager" in supported(model)
+    decoder = CapturedDecoder(model, word_tokenizer(300), 128, ops=TorchOps(), capture=False)
+    ids = torch.randint(3, 300, (1, 30), generator=torch.Generator().manual_seed(6))
+    params = SamplingParams(temperature=0, repetition_penalty=1.0, max_new_tokens=8)
+    tokens, logits = decoder.generate(ids, params, record_logits=True)
+    assert decoder.last_prefill_size is None and not decoder.prefill_steps
+    with torch.inference_mode():
+        assert torch.allclose(logits[0], model(ids).logits[:, -1].float(), atol=8e-3, rtol=0)
+        eager = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False)
+    expected = eager[0, 30:].tolist()  # (eager stops at the end token; ``generate`` here does not)
+    assert expected and tokens[0, : len(expected)].tolist() == expected
