@@ -218,9 +218,9 @@ class TorchOps:
         batch = q.shape[0]
         c, s = cos[pos][:, None, :], sin[pos][:, None, :]
         qh, kh = q.view(batch, heads, head_dim), k.view(batch, kv_heads, head_dim)
-        qh.copy_(qh * c + rotate_half(qh) * s)
+        qh.copy_(rotary(qh, c, s))
         rows = torch.arange(batch, device=q.device)
-        cache_k[rows, :, pos] = kh * c + rotate_half(kh) * s
+        cache_k[rows, :, pos] = rotary(kh, c, s)
         cache_v[rows, :, pos] = v.view(batch, kv_heads, head_dim)
 
     def attention(self, q, cache_k, cache_v, pos, heads, kv_heads, head_dim, scale):
@@ -306,9 +306,9 @@ class TritonOps(TorchOps):
         return attention(q, cache_k, cache_v, pos, heads, kv_heads, head_dim, scale, pdl=self.pdl)
 
 
-def rotate_half(x):
-    """transformers' ``rotate_half``: the last dimension's halves swapped, the new first half negated."""
+def rotary(x, cos, sin):
+    """x*cos + rotate_half(x)*sin, as transformers' ``apply_rotary_pos_emb`` (cos and sin broadcast over x)."""
     import torch
 
     half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin

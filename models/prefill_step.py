@@ -16,7 +16,7 @@ of the prompt's cache.
 
 from __future__ import annotations
 
-from models.decode_step import DecodeState, LlamaParts, rotate_half
+from models.decode_step import DecodeState, LlamaParts, rotary
 
 FINE, FINE_UP_TO, COARSE = 128, 1024, 256  # bucket steps: prompts pad by at most 127 tokens, then 255
 
@@ -75,8 +75,8 @@ def prefill_step(parts: LlamaParts, ops, state: DecodeState, ids, last) -> None:
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(layer.attention.config._attn_implementation,
                                                           eager_attention_forward)  # fmt: skip
         h = ops.rmsnorm(x, layer.norm1, parts.eps)
-        q = _rotate(layer.q.module(h).view(q_shape), cos, sin).transpose(1, 2)
-        k = _rotate(layer.k.module(h).view(kv_shape), cos, sin).transpose(1, 2)
+        q = rotary(layer.q.module(h).view(q_shape), cos, sin).transpose(1, 2)
+        k = rotary(layer.k.module(h).view(kv_shape), cos, sin).transpose(1, 2)
         v = layer.v.module(h).view(kv_shape).transpose(1, 2)
         state.cache_k[i][:, :, :length].copy_(k)
         state.cache_v[i][:, :, :length].copy_(v)
@@ -87,8 +87,3 @@ def prefill_step(parts: LlamaParts, ops, state: DecodeState, ids, last) -> None:
     rows = torch.arange(batch, device=ids.device) * length + last
     final = ops.rmsnorm(x.index_select(0, rows), parts.norm, parts.eps)
     state.logits.copy_(parts.lm_head(final).float())
-
-
-def _rotate(x, cos, sin):
-    """x*cos + rotate_half(x)*sin, as transformers' ``apply_rotary_pos_emb`` (x [B, T, heads, D])."""
-    return x * cos + rotate_half(x) * sin

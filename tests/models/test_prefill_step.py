@@ -12,19 +12,23 @@ from models.llm import SamplingParams
 from models.prefill_step import bucket_for, buckets, prefill_step
 
 
-@pytest.fixture(scope="module")
-def tiny_llama():
-    """A random bf16 Llama with grouped KV heads, and a word-level tokenizer."""
+def _tiny_llama(attention: str, layers: int, seed: int):
+    """A random bf16 Llama with grouped KV heads and the given attention implementation, and a word-level tokenizer."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from bench.random_checkpoints import word_tokenizer
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     config = LlamaConfig(
-        hidden_size=64, intermediate_size=160, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-        vocab_size=300, max_position_embeddings=512, attn_implementation="sdpa",
+        hidden_size=64, intermediate_size=160, num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=300, max_position_embeddings=512, attn_implementation=attention,
     )  # fmt: skip
     return LlamaForCausalLM(config).to(torch.bfloat16).eval(), word_tokenizer(300)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama():
+    return _tiny_llama("sdpa", layers=3, seed=0)
 
 
 def _state(model, max_len: int, batch: int = 1):
@@ -135,21 +139,13 @@ def test_with_graphs_every_prompt_a_bucket_holds_replays_one_even_when_its_start
 def test_a_model_whose_attention_needs_a_mask_prefills_through_the_model_itself():
     """transformers' eager attention is causal only through the mask ``prefill_step`` does not pass: such a model
     keeps its own prefill (and its answers stay the model's)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from bench.random_checkpoints import word_tokenizer
     from models.captured_decoder import CapturedDecoder
     from models.decode_step import TorchOps
     from models.prefill_step import supported
 
-    torch.manual_seed(5)
-    config = LlamaConfig(
-        hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        vocab_size=300, max_position_embeddings=256, attn_implementation="eager",
-    )  # fmt: skip
-    model = LlamaForCausalLM(config).to(torch.bfloat16).eval()
+    model, tokenizer = _tiny_llama("eager", layers=2, seed=5)
     assert "eager" in supported(model)
-    decoder = CapturedDecoder(model, word_tokenizer(300), 128, ops=TorchOps(), capture=False)
+    decoder = CapturedDecoder(model, tokenizer, 128, ops=TorchOps(), capture=False)
     ids = torch.randint(3, 300, (1, 30), generator=torch.Generator().manual_seed(6))
     params = SamplingParams(temperature=0, repetition_penalty=1.0, max_new_tokens=8)
     tokens, logits = decoder.generate(ids, params, record_logits=True)
