@@ -279,6 +279,7 @@ def main() -> int:
     parser.add_argument("--decode", choices=["auto", "eager"], default="auto")
     parser.add_argument("--nf4-kernel", choices=["bitsandbytes", "triton", "zhiku"], default="zhiku")
     parser.add_argument("--tiling", type=Path, help="gpu_kernels.py's JSON: use the NF4 kernel tiling it found fastest")
+    parser.add_argument("--mma-from-batch", type=int, help="the smallest batch on the tensor-core NF4 kernel (1-9)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "gpu_bench.json")
     args = parser.parse_args()
 
@@ -307,6 +308,10 @@ def main() -> int:
         if batch4:  # batches on the tensor cores or not: as the faster of the two measured
             tiling = dict(tiling, DOT=min(batch4, key=lambda r: r["ms"])["tiling"]["DOT"])
         nf4_gemv.DEFAULT_CONFIG.update(tiling)
+    from models import nf4_cuda
+
+    if args.mma_from_batch is not None:  # which batches the tensor-core kernel takes (nf4_cuda.default_config)
+        nf4_cuda.MMA_FROM_BATCH = args.mma_from_batch
     device = torch.cuda.get_device_name(0)
     bandwidth = copy_bandwidth()
     results = {
@@ -314,6 +319,7 @@ def main() -> int:
         "copy_bandwidth_TBps": bandwidth / 1e12,
         "nf4_kernel": args.nf4_kernel,
         "nf4_tiling": tiling,
+        "nf4_mma_from_batch": nf4_cuda.MMA_FROM_BATCH,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "bitsandbytes": __import__("bitsandbytes").__version__,

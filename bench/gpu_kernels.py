@@ -200,13 +200,16 @@ def _layer_stack(generator, bandwidth: float, quick: bool) -> list[dict]:
     if overlap:  # the best tiling again, each product launched while the previous one ends
         rows.append(row("zhiku", 1, dict(best, PDL=1), ours))
         print(rows[-1], flush=True)
+    rows.append(row("zhiku-cuda", 1, {"KERNEL": "cuda", "PDL": int(overlap), "MMA": 1}, ours))  # tensor cores
+    print(rows[-1], flush=True)
     rows.append(row("bitsandbytes", 4, None, theirs))
-    # batch 4: the CUDA kernel with a few tilings, then the Triton kernel's best batch-1 tiling on the tensor cores
-    # (DOT=1), also with a longer tile
+    # batch 4: the CUDA kernels (the tensor-core one and nf4_gemv.cu) with a few tilings, then the Triton
+    # kernel's best batch-1 tiling on the tensor cores (DOT=1), also with a longer tile
     for config in [
-        {"KERNEL": "cuda", "PDL": 1},
-        {"KERNEL": "cuda", "PDL": 1, "DEPTH": 3},
-        {"KERNEL": "cuda", "PDL": 1, "R": 1, "WARPS": 8, "MINB": 2},
+        {"KERNEL": "cuda", "PDL": 1, "MMA": 1},
+        {"KERNEL": "cuda", "PDL": 1, "MMA": 1, "DEPTH": 3},
+        {"KERNEL": "cuda", "PDL": 1, "MMA": 0},
+        {"KERNEL": "cuda", "PDL": 1, "MMA": 0, "R": 1, "WARPS": 8, "MINB": 2},
     ]:
         rows.append(row("zhiku-cuda", 4, config, ours))
         print(rows[-1], flush=True)
@@ -220,13 +223,13 @@ def _layer_stack(generator, bandwidth: float, quick: bool) -> list[dict]:
     return rows
 
 
-PRODUCT_CONFIGS = {
-    1: [dict(R=4, DEPTH=2, WARPS=8, MINB=2), dict(R=4, DEPTH=3, WARPS=8, MINB=2), dict(R=2, DEPTH=2, WARPS=8, MINB=3),
-        dict(R=2, DEPTH=3, WARPS=8, MINB=3), dict(R=2, DEPTH=3, WARPS=8, MINB=2), dict(R=1, DEPTH=3, WARPS=8, MINB=3),
-        dict(R=4, DEPTH=3, WARPS=16, MINB=1)],
-    4: [dict(R=2, DEPTH=2, WARPS=16, MINB=1), dict(R=2, DEPTH=3, WARPS=16, MINB=1),
-        dict(R=1, DEPTH=2, WARPS=16, MINB=1), dict(R=1, DEPTH=3, WARPS=16, MINB=1),
-        dict(R=2, DEPTH=2, WARPS=8, MINB=1), dict(R=4, DEPTH=2, WARPS=8, MINB=1)],
+MMA_CONFIGS = [dict(MMA=1, WARPS=8, MINB=2, DEPTH=2), dict(MMA=1, WARPS=8, MINB=2, DEPTH=3),
+               dict(MMA=1, WARPS=8, MINB=3, DEPTH=2), dict(MMA=1, WARPS=16, MINB=1, DEPTH=2),
+               dict(MMA=1, WARPS=16, MINB=1, DEPTH=3), dict(MMA=1, WARPS=4, MINB=4, DEPTH=2)]  # fmt: skip
+PRODUCT_CONFIGS = {  # nf4_gemv.cu's defaults of each product (MMA=0), then the tensor-core kernel's tilings
+    1: [dict(MMA=0, R=4, DEPTH=2, WARPS=8, MINB=2), dict(MMA=0, R=2, DEPTH=3, WARPS=8, MINB=2),
+        dict(MMA=0, R=2, DEPTH=2, WARPS=8, MINB=3), *MMA_CONFIGS],
+    4: [dict(MMA=0, R=2, DEPTH=3, WARPS=16, MINB=1), dict(MMA=0, R=1, DEPTH=3, WARPS=16, MINB=1), *MMA_CONFIGS],
 }  # fmt: skip
 
 

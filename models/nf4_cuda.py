@@ -25,19 +25,30 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("nf4_gemv.cu")
-MAX_BATCH = 4
+MMA_SOURCE = Path(__file__).with_name("nf4_mma.cu")  # the products on the tensor cores (MMA=1)
+COMMON = Path(__file__).with_name("nf4_common.cuh")  # what both include
+MAX_BATCH = 4  # nf4_gemv.cu's; nf4_mma.cu takes up to 8 sequences (the columns of one mma)
+MMA_MAX_BATCH = 8
 LUT_BYTES = 256 * 64 * 4 + 3 * 256 * 4  # the pair table (a 256-byte row per byte value), 3 nested code tables
 HOLE_CHUNKS = 256 * 8  # 16-byte chunks of inputs that fit in the unused halves of the pair table's rows
-CUDA_KEYS = ("R", "WARPS", "MINB", "DEPTH")
+CUDA_KEYS = ("R", "WARPS", "MINB", "DEPTH", "MMA")
+# the smallest batch whose products run on the tensor cores by default (nf4_mma.cu, which needs a fraction of the
+# instructions per sequence of nf4_gemv.cu's HFMA2 per pair and sequence): none until it has run on a GPU
+MMA_FROM_BATCH = MMA_MAX_BATCH + 1
+MMA_CONFIG = {"MMA": 1, "WARPS": 8, "MINB": 2, "DEPTH": 2}
 
 
-def default_config(batch: int, epilogue: int, k: int) -> dict:
-    """Rows per warp (R), warps per block, blocks per multiprocessor the compiler must allow for (registers), and
-    DEPTH: steps whose bytes a warp has requested (2: the next one while it computes this one). The fastest of each
-    product of the 13B step on an H200 (bench/gpu_kernels.py --products, docs/benchmarks.md section 6): at batch 1,
-    4 rows per warp one step ahead, but gate·up (2 rows of each) two steps ahead, and rows of 8,192 weights or more
-    (down) 2 rows per warp with 3 blocks per multiprocessor; larger batches need more registers per row, so fewer
-    rows per warp and more warps."""
+def default_config(batch: int, epilogue: int, k: int, mma: bool | None = None) -> dict:
+    """The tensor-core kernel's tiling (``MMA_CONFIG``: warps per block, blocks per multiprocessor, DEPTH) from
+    ``MMA_FROM_BATCH`` sequences on, or where ``mma`` asks for it; otherwise nf4_gemv.cu's: rows per warp (R), warps
+    per block, blocks per multiprocessor the compiler must allow for (registers), and DEPTH: steps whose bytes a
+    warp has requested (2: the next one while it computes this one). The fastest of each product of the 13B step on
+    an H200 (bench/gpu_kernels.py --products, docs/benchmarks.md section 6): at batch 1, 4 rows per warp one step
+    ahead, but gate·up (2 rows of each) two steps ahead, and rows of 8,192 weights or more (down) 2 rows per warp
+    with 3 blocks per multiprocessor; larger batches need more registers per row, so fewer rows per warp and more
+    warps."""
+    if mma if mma is not None else batch >= MMA_FROM_BATCH:
+        return dict(MMA_CONFIG)
     if batch == 1:
         if epilogue == SILU_MUL:
             return {"R": 2, "WARPS": 8, "MINB": 2, "DEPTH": 3}
@@ -80,11 +91,15 @@ def _nvrtc() -> ctypes.CDLL:
 
 
 def compile_cubin(defines: dict, arch: str) -> bytes:
-    """The kernel compiled for ``arch`` (e.g. "sm_90") with ``defines`` (-D NAME=VALUE), as a CUBIN."""
+    """The kernel compiled for ``arch`` (e.g. "sm_90") with ``defines`` (-D NAME=VALUE), as a CUBIN: nf4_gemv.cu,
+    or nf4_mma.cu where MMA=1."""
     lib = _nvrtc()
     prog = ctypes.c_void_p()
-    source = SOURCE.read_bytes()
-    _nvrtc_check(lib, lib.nvrtcCreateProgram(ctypes.byref(prog), source, b"nf4_gemv.cu", 0, None, None))
+    path = MMA_SOURCE if defines.get("MMA") else SOURCE
+    headers = (ctypes.c_char_p * 1)(COMMON.read_bytes())  # what both kernels #include
+    names = (ctypes.c_char_p * 1)(COMMON.name.encode())
+    source, source_name = path.read_bytes(), path.name.encode()
+    _nvrtc_check(lib, lib.nvrtcCreateProgram(ctypes.byref(prog), source, source_name, 1, headers, names))
     options = [f"--gpu-architecture={arch}", "-std=c++17", "-default-device"]
     options += [f"-D{name}={int(value)}" for name, value in sorted(defines.items())]
     array = (ctypes.c_char_p * len(options))(*[o.encode() for o in options])
@@ -95,7 +110,7 @@ def compile_cubin(defines: dict, arch: str) -> bytes:
             lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
             text = ctypes.create_string_buffer(size.value)
             lib.nvrtcGetProgramLog(prog, text)
-            raise CudaError(f"compiling models/nf4_gemv.cu failed:\n{text.value.decode(errors='replace')}")
+            raise CudaError(f"compiling models/{path.name} failed:\n{text.value.decode(errors='replace')}")
         size = ctypes.c_size_t()
         _nvrtc_check(lib, lib.nvrtcGetCUBINSize(prog, ctypes.byref(size)))
         cubin = ctypes.create_string_buffer(size.value)
@@ -181,7 +196,8 @@ class Kernel:
 
 
 def kernel(device, defines: dict) -> Kernel:
-    """The kernel compiled with ``defines`` for ``device`` (compiled and loaded once per process)."""
+    """The kernel compiled with ``defines`` for ``device`` (compiled and loaded once per process). nf4_mma.cu is
+    built with SMEM_AT once ``_smem_at`` has read it on the device (the first build, without it, reads it)."""
     import torch
 
     key = (device.index, tuple(sorted(defines.items())))
@@ -189,17 +205,51 @@ def kernel(device, defines: dict) -> Kernel:
         if key in _kernels:
             return _kernels[key]
         major, minor = torch.cuda.get_device_capability(device)
-        cubin = compile_cubin(defines, f"sm_{major}{minor}")
+        arch, mma = f"sm_{major}{minor}", bool(defines.get("MMA"))
         lib = _driver()
         with torch.cuda.device(device):
             torch.empty(1, device=device)  # PyTorch's context is current on this thread
-            module, function = ctypes.c_void_p(), ctypes.c_void_p()
-            _check(lib, lib.cuModuleLoadData(ctypes.byref(module), cubin), "loading the NF4 kernel")
-            _check(lib, lib.cuModuleGetFunction(ctypes.byref(function), module, b"nf4_gemv"), "finding nf4_gemv")
+            at = _smem_ats.get(device.index)
+            module, function = _load(lib, compile_cubin(dict(defines, SMEM_AT=at) if mma and at else defines, arch),
+                                     b"nf4_mma" if mma else b"nf4_gemv")  # fmt: skip
+            if mma and device.index not in _smem_ats and not torch.cuda.is_current_stream_capturing():
+                at = _smem_at(device, module)
+                if at is not None:
+                    module, function = _load(lib, compile_cubin(dict(defines, SMEM_AT=at), arch), b"nf4_mma")
             _check(lib, lib.cuFuncSetAttribute(function, MAX_DYNAMIC_SHARED, shared_limit(device)), "shared memory")
         sms = torch.cuda.get_device_properties(device).multi_processor_count
         found = _kernels[key] = Kernel(function, module, 32 * defines["WARPS"], sms, {})
         return found
+
+
+def _load(lib, cubin: bytes, name: bytes):
+    module, function = ctypes.c_void_p(), ctypes.c_void_p()
+    _check(lib, lib.cuModuleLoadData(ctypes.byref(module), cubin), "loading the NF4 kernel")
+    _check(lib, lib.cuModuleGetFunction(ctypes.byref(function), module, name), "finding the kernel")
+    return module, function
+
+
+_smem_ats: dict = {}
+
+
+def _smem_at(device, module) -> int | None:
+    """The shared-memory address at which nf4_mma.cu's dynamic shared memory starts on ``device`` (read once by its
+    ``nf4_mma_smem_at`` kernel, launched like the products: one block per cluster, the same dynamic size), or None
+    where it does not fit an instruction's immediate offset (kept per device: None then means the run-time base)."""
+    import torch
+
+    if device.index not in _smem_ats:
+        lib, probe = _driver(), ctypes.c_void_p()
+        _check(lib, lib.cuModuleGetFunction(ctypes.byref(probe), module, b"nf4_mma_smem_at"), "finding the probe")
+        _check(lib, lib.cuFuncSetAttribute(probe, MAX_DYNAMIC_SHARED, LUT_BYTES), "shared memory")
+        out = torch.zeros(1, dtype=torch.int64, device=device)
+        pointer = ctypes.c_void_p(out.data_ptr())
+        args = (ctypes.c_void_p * 1)(ctypes.cast(ctypes.pointer(pointer), ctypes.c_void_p))
+        stream = ctypes.c_void_p(torch.cuda.current_stream(device).cuda_stream)
+        _check(lib, lib.cuLaunchKernel(probe, 1, 1, 1, 32, 1, 1, LUT_BYTES, stream, args, None), "the probe")
+        at = int(out.item())
+        _smem_ats[device.index] = at if 0 < at < 1 << 23 else None  # 0: the plain build is the same
+    return _smem_ats[device.index]
 
 
 def blocks_per_sm(found: Kernel, shared: int) -> int:
@@ -246,20 +296,27 @@ def _give_up(reason: str) -> None:
 def launch(x, weights, epilogue: int, residual, out, config=None, pdl: bool = False):
     """``models.nf4_gemv._launch``'s product on the CUDA kernel, or None where it does not fit or CUDA refused it
     (the caller then uses the Triton kernel). The caller has checked that x [B, K] fits the weights. ``config``:
-    R, WARPS, MINB, DEPTH (``default_config``'s keys) override the defaults."""
+    MMA (1: nf4_mma.cu, 0: nf4_gemv.cu), R, WARPS, MINB, DEPTH (``default_config``'s keys) override the defaults."""
     import torch
 
     if available(x.device) is not None:
         return None
     batch, k = x.shape
-    if batch > MAX_BATCH or x.dtype not in (torch.bfloat16, torch.float16) or not 1 <= len(weights) <= 3:
+    if batch > MMA_MAX_BATCH or x.dtype not in (torch.bfloat16, torch.float16) or not 1 <= len(weights) <= 3:
         return None
     given = {key: v for key, v in (config or {}).items() if key in CUDA_KEYS}
-    config = dict(default_config(batch, epilogue, k), **given)
-    if config["DEPTH"] not in (2, 3) or not 1 <= config["WARPS"] <= 32 or config["R"] < 1 or config["MINB"] < 1:
-        raise ValueError(f"nf4_cuda: no such tiling {config}")
-    if config["R"] * batch > 32:  # one lane writes each (row, sequence) of a warp's rows
-        return None
+    mma = bool(given["MMA"]) if "MMA" in given else None
+    config = dict(default_config(batch, epilogue, k, mma), **given)
+    if config.get("MMA"):
+        config = {key: config[key] for key in MMA_CONFIG}
+        if config["DEPTH"] not in (2, 3) or not 1 <= config["WARPS"] <= 16 or config["MINB"] < 1:
+            raise ValueError(f"nf4_cuda: no such tiling {config}")
+    else:
+        config = dict(config, MMA=0)
+        if config["DEPTH"] not in (2, 3) or not 1 <= config["WARPS"] <= 32 or config["R"] < 1 or config["MINB"] < 1:
+            raise ValueError(f"nf4_cuda: no such tiling {config}")
+        if batch > MAX_BATCH or config["R"] * batch > 32:  # one lane writes each (row, sequence) of a warp's rows
+            return None
     if any(w.packed.data_ptr() % 16 or (w.nested and w.nested_block & (w.nested_block - 1)) for w in weights):
         return None
     try:
@@ -275,8 +332,9 @@ def _launch(x, weights, epilogue: int, residual, out, config: dict, pdl: bool):
 
     batch, k = x.shape
     first = weights[0]
-    rows = config["R"]
-    holes, shared = input_layout(batch, k)
+    mma = bool(config["MMA"])
+    rows = 16 if mma else config["R"]
+    holes, shared = (False, LUT_BYTES) if mma else input_layout(batch, k)
     if shared > shared_limit(x.device):
         return None
     if x.stride(1) != 1 or x.stride(0) % 8 or x.data_ptr() % 16:  # the kernel reads inputs as 16-byte chunks
@@ -285,9 +343,13 @@ def _launch(x, weights, epilogue: int, residual, out, config: dict, pdl: bool):
     out_cols = first.n if pair else sum(w.n for w in weights)
     if out is None:
         out = torch.empty((batch, out_cols), dtype=x.dtype, device=x.device)
-    defines = {key: config[key] for key in CUDA_KEYS}
+    defines = {key: config[key] for key in CUDA_KEYS if key in config and not (mma and key in ("R", "MMA"))}
     defines.update(B=batch, EPILOGUE=epilogue, NESTED=int(first.nested), XF16=int(x.dtype == torch.float16),
-                   PDL=int(pdl), XHOLES=int(holes))  # fmt: skip
+                   PDL=int(pdl))  # fmt: skip
+    if mma:
+        defines["MMA"] = 1
+    else:
+        defines["XHOLES"] = int(holes)
     found = kernel(x.device, defines)
 
     params = _Weights()
@@ -306,9 +368,12 @@ def _launch(x, weights, epilogue: int, residual, out, config: dict, pdl: bool):
             col += w.n
         params.units_end[i] = units_end
     units = units_end
-    capacity = found.sms * blocks_per_sm(found, shared) * config["WARPS"]
-    per_warp = _ceil(units, capacity)  # units per warp at most; then as few warps as that allows
-    grid = _ceil(_ceil(units, per_warp), config["WARPS"])
+    if mma:  # a block takes a unit (16 rows) at a time, its warps splitting K: as many blocks as fit at once
+        grid = min(units, found.sms * blocks_per_sm(found, shared))
+    else:
+        capacity = found.sms * blocks_per_sm(found, shared) * config["WARPS"]
+        per_warp = _ceil(units, capacity)  # units per warp at most; then as few warps as that allows
+        grid = _ceil(_ceil(units, per_warp), config["WARPS"])
 
     res = residual if residual is not None else out
     shift = max(first.nested_block, 1).bit_length() - 1

@@ -13,49 +13,19 @@
 // Compile-time constants (-D): B (sequences, 1-4), R (rows per warp), WARPS, EPILOGUE (0 plain, 1 + residual,
 // 2 silu(gate) * up), NESTED (double-quantised scales), XF16 (inputs and outputs fp16 instead of bf16), PDL.
 
-typedef unsigned int u32;
-typedef unsigned short u16;
-typedef unsigned char u8;
+#include "nf4_common.cuh"
 
-#if DEPTH != 2 && DEPTH != 3
-#error "DEPTH is 2 or 3"
-#endif
 #if B < 1 || B > 4
 #error "B is 1 to 4"
 #endif
 
-#define THREADS (WARPS * 32)
 #define SLOTS (EPILOGUE == 2 ? 2 * R : R)
-#define LUT_WORDS (256 * 64)  // 256 pairs x a 256-byte row; lane l reads word 64*b + l (bank l)
 #define X_BASE ((LUT_WORDS + 3 * 256) * 4)  // the inputs' first byte in shared memory, unless XHOLES
-
-struct Weights {  // up to three weights sharing K; SILU_MUL: 0 = gate, 1 = up
-  const u8* packed[3];       // N x K/2 bytes, high nibble = even input
-  const void* absmax[3];     // u8 codes (NESTED) or fp32 scales, one per 64 weights
-  const float* nested_code[3];    // 256 fp32 (NESTED)
-  const float* nested_absmax[3];  // one fp32 per 2^nb2_shift scales (NESTED)
-  float offset[3];
-  int n[3];
-  int col0[3];       // first output column of each weight
-  int units_end[3];  // units (of R rows) up to and including each weight
-};
 
 __device__ __forceinline__ uint4 load_stream(const void* p) {
   uint4 v;
   asm volatile("ld.global.cs.v4.u32 {%0, %1, %2, %3}, [%4];"
                : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
-  return v;
-}
-
-__device__ __forceinline__ u32 load_u8(const void* p) {
-  u16 v;
-  asm volatile("ld.global.nc.u8 %0, [%1];" : "=h"(v) : "l"(p));
-  return v;
-}
-
-__device__ __forceinline__ float load_f32(const void* p) {
-  float v;
-  asm volatile("ld.global.nc.f32 %0, [%1];" : "=f"(v) : "l"(p));
   return v;
 }
 
@@ -65,36 +35,10 @@ __device__ __forceinline__ u32 hfma2(u32 a, u32 b, u32 c) {
   return d;
 }
 
-__device__ __forceinline__ u32 pack_f16x2(float lo, float hi) {
-  u32 d;
-  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
-  return d;
-}
-
 __device__ __forceinline__ float sum_f16x2(u32 v) {  // lo + hi, in fp32
   float lo, hi;
   asm("{.reg .f16 l, h; mov.b32 {l, h}, %2; cvt.f32.f16 %0, l; cvt.f32.f16 %1, h;}" : "=f"(lo), "=f"(hi) : "r"(v));
   return lo + hi;
-}
-
-__device__ __forceinline__ float to_float(u16 v) {  // an input or residual element
-#if XF16
-  float f;
-  asm("{.reg .f16 h; mov.b16 h, %1; cvt.f32.f16 %0, h;}" : "=f"(f) : "h"(v));
-  return f;
-#else
-  return __uint_as_float(((u32)v) << 16);
-#endif
-}
-
-__device__ __forceinline__ u16 round_out(float v) {  // to the compute dtype, round to nearest even
-  u16 r;
-#if XF16
-  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r) : "f"(v));
-#else
-  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(v));
-#endif
-  return r;
 }
 
 __device__ __forceinline__ u32 input_pair(u32 pair) {  // two inputs (even low) -> fp16 pair
@@ -320,17 +264,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, MINB) nf4_gemv(
     LOAD(1, b);
 #endif
   }
-  // the pair table: lane l of a warp makes the pair of byte value r0 + l, then the warp writes each of its 32 rows
-  // (one word per lane, 128 consecutive bytes: no conflicts)
-  for (int r0 = warp * 32; r0 < 256; r0 += WARPS * 32) {
-    const int v = r0 + lane;
-    const u32 pair = pack_f16x2(code[v >> 4], code[v & 15]);
-#pragma unroll 8
-    for (int j = 0; j < 32; ++j) lut[(r0 + j) * 64 + lane] = __shfl_sync(0xFFFFFFFFu, pair, j);
-  }
-#if NESTED
-  for (int i = threadIdx.x; i < 3 * 256; i += THREADS) ncode[i] = w.nested_code[i >> 8][i & 255];
-#endif
+  fill_tables(lut, ncode, code, w, warp, lane, false);
 #if PDL && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");  // the inputs (and the residual) come from the previous kernel
 #endif
@@ -373,21 +307,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, MINB) nf4_gemv(
       if (t + 1 < total) rows_of(w, unit, K, lane, rows);                                           \
     }                                                                                               \
   }
-  for (int t = 0;;) {
-#if DEPTH == 3
-    STEP(a, c);
-    if (++t == total) break;
-    STEP(b, a);
-    if (++t == total) break;
-    STEP(c, b);
-    if (++t == total) break;
-#else
-    STEP(a, b);
-    if (++t == total) break;
-    STEP(b, a);
-    if (++t == total) break;
-#endif
-  }
+  RUN_STEPS();
 #undef STEP
 #undef LOAD
 #undef ADVANCE_LOAD

@@ -1,6 +1,7 @@
-"""The CUDA C NF4 kernel (models/nf4_cuda.py, compiled by NVRTC) on a real GPU (skipped elsewhere): against
-bitsandbytes' dequantized weights for each epilogue, shape and batch; deterministic; the same bits whatever its
-tiling, launched overlapped or not, and replayed from a CUDA graph."""
+"""The CUDA C NF4 kernels (models/nf4_cuda.py, compiled by NVRTC: nf4_gemv.cu and the tensor-core nf4_mma.cu) on a
+real GPU (skipped elsewhere): against bitsandbytes' dequantized weights for each epilogue, shape and batch;
+deterministic; the same bits whatever their tiling (nf4_mma.cu: for a given number of warps), launched overlapped or
+not, and replayed from a CUDA graph."""
 
 from __future__ import annotations
 
@@ -28,9 +29,10 @@ def _rel(out, reference) -> float:
 
 
 CUDA = {"KERNEL": "cuda"}
+KERNELS = {"gemv": {"MMA": 0}, "mma": {"MMA": 1}}  # nf4_gemv.cu, nf4_mma.cu
 
 
-def _cuda(x, weights, epilogue, residual=None):
+def _cuda(x, weights, epilogue, residual=None, config=None):
     """The product from the CUDA kernel itself (never a fallback), into NaN-poisoned outputs: every one written."""
     import torch
 
@@ -38,33 +40,53 @@ def _cuda(x, weights, epilogue, residual=None):
 
     cols = weights[0].n if epilogue == nf4_cuda.SILU_MUL else sum(w.n for w in weights)
     out = torch.full((x.shape[0], cols), float("nan"), dtype=x.dtype, device=x.device)
-    assert nf4_cuda.launch(x, weights, epilogue, residual, out) is out, "the CUDA kernel declined"
+    assert nf4_cuda.launch(x, weights, epilogue, residual, out, config) is out, "the CUDA kernel declined"
+    return out
+
+
+def _replayed(product, like):
+    """``product(out)`` captured in a CUDA graph (after a warm-up outside it) and replayed into zeroed outputs."""
+    import torch
+
+    out = torch.empty_like(like)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        product(out)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        product(out)
+    out.zero_()
+    graph.replay()
+    torch.cuda.synchronize()
     return out
 
 
 @pytest.mark.parametrize("n,k", SHAPES)
-@pytest.mark.parametrize("batch", [1, 2, 3, 4])
-def test_each_epilogue_matches_the_dequantized_weights(n, k, batch):
+@pytest.mark.parametrize("kernel,batch", [("gemv", b) for b in (1, 2, 3, 4)] + [("mma", b) for b in (1, 2, 4, 5, 8)])
+def test_each_epilogue_matches_the_dequantized_weights(n, k, kernel, batch):
     import torch
 
     from models import nf4_cuda
     from models.nf4_gemv import nf4_gemv
 
     assert nf4_cuda.available(torch.device("cuda")) is None
+    config = KERNELS[kernel]
     generator = torch.Generator(device="cuda").manual_seed(n + k + batch)
     weight, w = _quantized(n, k, generator)
     up, u = _quantized(n, k, generator)
     third, t = _quantized(n + 5, k, generator)  # a last unit of rows past the weight's end
     x = torch.randn(batch, k, device="cuda", generator=generator).bfloat16()
     reference = x.float() @ w.T
-    out = _cuda(x, [weight], nf4_cuda.PLAIN)
+    out = _cuda(x, [weight], nf4_cuda.PLAIN, config=config)
     assert _rel(out, reference) < 1e-2
     residual = torch.randn(batch, n, device="cuda", generator=generator).bfloat16()
-    summed = _cuda(x, [weight], nf4_cuda.RESIDUAL, residual)
+    summed = _cuda(x, [weight], nf4_cuda.RESIDUAL, residual, config=config)
     assert _rel(summed, reference.bfloat16().float() + residual.float()) < 1e-2
     expected = torch.nn.functional.silu(reference.bfloat16()) * (x.float() @ u.T).bfloat16()
-    assert _rel(_cuda(x, [weight, up], nf4_cuda.SILU_MUL), expected.float()) < 1e-2
-    stacked = _cuda(x, [weight, up, third], nf4_cuda.PLAIN)
+    assert _rel(_cuda(x, [weight, up], nf4_cuda.SILU_MUL, config=config), expected.float()) < 1e-2
+    stacked = _cuda(x, [weight, up, third], nf4_cuda.PLAIN, config=config)
     assert stacked.shape == (batch, 3 * n + 5)
     for got, want in zip(stacked.split([n, n, n + 5], dim=1), (reference, x.float() @ u.T, x.float() @ t.T)):
         assert _rel(got, want) < 1e-2  # each weight's columns on their own
@@ -74,7 +96,8 @@ def test_each_epilogue_matches_the_dequantized_weights(n, k, batch):
     assert _rel(out, triton.float()) < 1e-2
 
 
-def test_fp16_inputs_and_scales_without_double_quantization():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_fp16_inputs_and_scales_without_double_quantization(kernel):
     import torch
 
     from models import nf4_cuda
@@ -84,14 +107,12 @@ def test_fp16_inputs_and_scales_without_double_quantization():
     assert not weight.nested
     for batch in (1, 4):
         x = torch.randn(batch, 2048, device="cuda", generator=generator).half()
-        out = _cuda(x, [weight], nf4_cuda.PLAIN)
+        out = _cuda(x, [weight], nf4_cuda.PLAIN, config=KERNELS[kernel])
         assert out.dtype == torch.float16
         assert _rel(out, x.float() @ w.T) < 1e-2
         product = (x.float() @ w.T).half()
-        assert (
-            _rel(_cuda(x, [weight, weight], nf4_cuda.SILU_MUL), (torch.nn.functional.silu(product) * product).float())
-            < 1e-2
-        )
+        silu = _cuda(x, [weight, weight], nf4_cuda.SILU_MUL, config=KERNELS[kernel])
+        assert _rel(silu, (torch.nn.functional.silu(product) * product).float()) < 1e-2
 
 
 def test_the_same_bits_whatever_the_tiling_the_launch_or_a_graph_replay():
@@ -111,19 +132,31 @@ def test_the_same_bits_whatever_the_tiling_the_launch_or_a_graph_replay():
         assert torch.equal(first, nf4_gemv(x, gate, up=up, config=dict(CUDA, **tiling))), tiling
     if grid_overlap.supported(x.device):
         assert torch.equal(first, nf4_gemv(x, gate, up=up, config=CUDA, pdl=True))
-    out = torch.empty_like(first)
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        nf4_gemv(x, gate, up=up, out=out, config=CUDA)  # warm-up outside the capture
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        nf4_gemv(x, gate, up=up, out=out, config=CUDA)
-    out.zero_()
-    graph.replay()
-    torch.cuda.synchronize()
-    assert torch.equal(first, out)
+    assert torch.equal(first, _replayed(lambda out: nf4_gemv(x, gate, up=up, out=out, config=CUDA), first))
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_the_tensor_core_kernel_gives_the_same_bits_for_a_given_number_of_warps(batch):
+    import torch
+
+    from models import grid_overlap
+    from models.nf4_gemv import nf4_gemv
+
+    generator = torch.Generator(device="cuda").manual_seed(11)
+    down, _ = _quantized(5120, 13824, generator)
+    x = torch.randn(batch, 13824, device="cuda", generator=generator).bfloat16()
+    res = torch.randn(batch, 5120, device="cuda", generator=generator).bfloat16()
+    mma = dict(CUDA, MMA=1, WARPS=8)
+    first = nf4_gemv(x, down, residual=res, config=mma)
+    assert torch.equal(first, nf4_gemv(x, down, residual=res, config=mma))  # no atomics
+    for tiling in ({"DEPTH": 3}, {"MINB": 1}, {"DEPTH": 3, "MINB": 1}):
+        assert torch.equal(first, nf4_gemv(x, down, residual=res, config=dict(mma, **tiling))), tiling
+    if grid_overlap.supported(x.device):
+        assert torch.equal(first, nf4_gemv(x, down, residual=res, config=mma, pdl=True))
+    gemv = nf4_gemv(x, down, residual=res, config=dict(CUDA, MMA=0))
+    assert not torch.equal(first, gemv)  # another kernel: close, not equal
+    assert _rel(first, gemv.float()) < 1e-2
+    assert torch.equal(first, _replayed(lambda out: nf4_gemv(x, down, residual=res, out=out, config=mma), first))
 
 
 def test_a_source_nvrtc_refuses_leaves_the_triton_kernel_to_answer(monkeypatch, tmp_path):
@@ -142,3 +175,21 @@ def test_a_source_nvrtc_refuses_leaves_the_triton_kernel_to_answer(monkeypatch, 
     x = torch.randn(1, 1024, device="cuda", generator=generator).bfloat16()
     assert _rel(nf4_gemv(x, weight), x.float() @ w.T) < 1e-2  # answered by the Triton kernel
     assert "hfma3" in nf4_cuda.available(x.device)  # and the reason is kept (and logged once)
+
+
+def test_the_tensor_core_kernel_reads_its_table_at_the_address_the_device_gave(monkeypatch):
+    import torch
+
+    from models import nf4_cuda
+
+    generator = torch.Generator(device="cuda").manual_seed(13)
+    gate, g = _quantized(1000, 576, generator)
+    up, _ = _quantized(1000, 576, generator)
+    x = torch.randn(3, 576, device="cuda", generator=generator).bfloat16()
+    fast = _cuda(x, [gate, up], nf4_cuda.SILU_MUL, config={"MMA": 1})
+    at = nf4_cuda._smem_ats[x.device.index]
+    if torch.cuda.get_device_capability(x.device) >= (9, 0):
+        assert at is not None and at > 0  # Hopper: the dynamic shared memory starts past the reserved 1 KB
+    monkeypatch.setattr(nf4_cuda, "_smem_ats", {x.device.index: None})  # built with the run-time base instead
+    monkeypatch.setattr(nf4_cuda, "_kernels", {})
+    assert torch.equal(fast, _cuda(x, [gate, up], nf4_cuda.SILU_MUL, config={"MMA": 1}))

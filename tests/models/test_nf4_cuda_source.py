@@ -1,8 +1,8 @@
-"""models/nf4_gemv.cu without a GPU: NVRTC compiles it for each GPU generation zhiku supports, in every variant
-``models.nf4_cuda`` launches by default, and the compiled code keeps everything in registers (no local memory:
-a spill would cost far more than it saves). Runs where NVRTC is installed (CI installs nvidia-cuda-nvrtc and sets
-ZHIKU_REQUIRE_NVRTC=1, making a missing NVRTC a failure); the kernel's results are checked on a GPU in
-tests/gpu/test_nf4_cuda.py."""
+"""models/nf4_gemv.cu and nf4_mma.cu without a GPU: NVRTC compiles them for each GPU generation zhiku supports, in
+every variant ``models.nf4_cuda`` launches by default, and the compiled code keeps everything in registers (no
+local memory: a spill would cost far more than it saves). Runs where NVRTC is installed (CI installs
+nvidia-cuda-nvrtc and sets ZHIKU_REQUIRE_NVRTC=1, making a missing NVRTC a failure); the kernels' results are
+checked on a GPU in tests/gpu/test_nf4_cuda.py."""
 
 from __future__ import annotations
 
@@ -36,12 +36,15 @@ def _cuobjdump() -> str:
 
 
 def _variants():
-    for batch in (1, 2, 4):
+    for batch in (1, 2, 4, 8):
         for epilogue in (nf4_cuda.PLAIN, nf4_cuda.RESIDUAL, nf4_cuda.SILU_MUL):
             for k in (5120, 13824):
-                config = nf4_cuda.default_config(batch, epilogue, k)
-                holes, _ = nf4_cuda.input_layout(batch, k)
-                yield dict(config, B=batch, EPILOGUE=epilogue, NESTED=1, XF16=0, PDL=1, XHOLES=int(holes))
+                for mma in (False, True):  # nf4_gemv.cu, and the tensor-core nf4_mma.cu
+                    config = nf4_cuda.default_config(batch, epilogue, k, mma)
+                    if batch > nf4_cuda.MAX_BATCH and not config.get("MMA"):
+                        continue
+                    holes, _ = nf4_cuda.input_layout(batch, k)
+                    yield dict(config, B=batch, EPILOGUE=epilogue, NESTED=1, XF16=0, PDL=1, XHOLES=int(holes))
 
 
 def _resources(cubin: bytes, tmp_path: Path) -> dict:
@@ -58,17 +61,21 @@ def test_every_default_variant_compiles_for_hopper_without_spilling(nvrtc, tmp_p
         if key in seen:
             continue
         seen.add(key)
-        usage = _resources(nf4_cuda.compile_cubin(defines, "sm_90"), tmp_path)
-        assert usage["STACK"] == 0 and usage["LOCAL"] == 0, (defines, usage)
-        assert usage["REG"] <= 65536 // (32 * defines["WARPS"] * defines["MINB"]), (defines, usage)
+        # the tensor-core kernel also as built once the device said where shared memory starts (Hopper: 1 KB in)
+        for build in (defines, dict(defines, SMEM_AT=1024)) if defines.get("MMA") else (defines,):
+            usage = _resources(nf4_cuda.compile_cubin(build, "sm_90"), tmp_path)
+            assert usage["STACK"] == 0 and usage["LOCAL"] == 0, (build, usage)
+            assert usage["REG"] <= 65536 // (32 * defines["WARPS"] * defines["MINB"]), (build, usage)
     assert len(seen) >= 8
+    assert any(dict(key)["B"] == 1 for key in seen) and any(dict(key).get("MMA") for key in seen)
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_86", "sm_89"])
 def test_it_compiles_for_ampere_and_ada_with_fp16_and_plain_scales(nvrtc, arch, tmp_path):
     # an RTX 4090 is sm_89; no programmatic dependent launch there (the PTX for it is left out below sm_90)
-    for batch, epilogue in ((1, nf4_cuda.SILU_MUL), (3, nf4_cuda.RESIDUAL)):
-        defines = dict(nf4_cuda.default_config(batch, epilogue, 4096), B=batch, EPILOGUE=epilogue, NESTED=0,
+    for batch, epilogue, mma in ((1, nf4_cuda.SILU_MUL, False), (3, nf4_cuda.RESIDUAL, False),
+                                 (1, nf4_cuda.SILU_MUL, True), (4, nf4_cuda.RESIDUAL, True)):  # fmt: skip
+        defines = dict(nf4_cuda.default_config(batch, epilogue, 4096, mma), B=batch, EPILOGUE=epilogue, NESTED=0,
                        XF16=1, PDL=1, XHOLES=1)  # fmt: skip
         usage = _resources(nf4_cuda.compile_cubin(defines, arch), tmp_path)
         assert usage["STACK"] == 0 and usage["LOCAL"] == 0, (arch, defines, usage)

@@ -1,0 +1,339 @@
+// Batch 1-8 products straight from bitsandbytes' NF4 weights on the tensor cores (mma.sync m16n8k16), in CUDA C
+// compiled at run time by NVRTC (models/nf4_cuda.py, which launches it with the same arguments as nf4_gemv.cu).
+//
+// Why a second kernel: nf4_gemv.cu multiplies each decoded weight pair with each sequence's inputs by its own
+// HFMA2, so at batch 4 it spends about twice the instructions per weight it spends at batch 1, and at the H200's
+// memory speed instruction issue is what it runs out of (docs/benchmarks.md, section 6). Here the products and
+// sums are one mma per 16 rows x 16 weights whatever the batch (up to the 8 columns of the instruction), so the
+// instructions per weight are those of decoding: one byte permute and one shared-memory load per pair.
+//
+// Layout. A unit is 16 rows (of gate and of up for SILU_MUL); the block's warps split its K into ranges of whole
+// steps of 128 weights per row (two scale blocks). In a step, lane (g = lane / 4, t = lane % 4) holds 8 bytes (16
+// weights) of each scale block of rows g and g + 8, bytes 8t .. 8t + 7 of the block: the four lanes of a group read
+// one 32-byte sector. Byte 2m of them gives register a0 (row g) or a1 (row g + 8) of the block's m-th mma, byte
+// 2m + 1 gives a2 / a3, so mma slot 2t + {0,1} is weight 16t + 4m + {0,1} of the block and slot 2t + 8 + {0,1}
+// weight 16t + 4m + 2 + {0,1}; the inputs (matrix B, column n = sequence) are taken at the same weights: lane
+// (g, t) reads inputs 16t .. 16t + 15 of the block of sequence g, straight from global memory (they stay in L1),
+// words 2m and 2m + 1 for the m-th mma. The four mma of a block sum into zeroed fp32 registers, which are then
+// scaled by that row's block scale and added (fp32): the scale of row (g + 8 * (t / 2)), block (t % 2) is loaded
+// and computed by lane (g, t) and passed to its group by shuffles. Values are the NF4 codes in the inputs'
+// dtype (bf16, or fp16 with XF16), from the 256-entry pair table held once per lane as in nf4_gemv.cu.
+//
+// After a unit each warp writes its sums to shared memory (two buffers, so one barrier per unit) and warp 0 adds
+// the warps' sums in a fixed order, applies the epilogue and writes: deterministic for a given WARPS.
+//
+// Compile-time constants (-D): B (sequences, 1-8), WARPS (at most 16), MINB, DEPTH (steps whose bytes a warp has
+// requested: 2 or 3), EPILOGUE (0 plain, 1 + residual, 2 silu(gate) * up), NESTED, XF16, PDL, and SMEM_AT: the
+// shared-memory address of the dynamic shared memory where models/nf4_cuda.py has read it (nf4_mma_smem_at), so
+// the table loads take it as an immediate offset (on Hopper the compiler adds a run-time base otherwise, one more
+// instruction per pair); -1: not known.
+
+#include "nf4_common.cuh"
+
+#if B < 1 || B > 8
+#error "B is 1 to 8"
+#endif
+#if WARPS < 1 || WARPS > 16
+#error "WARPS is 1 to 16"
+#endif
+
+#define SLOTS (EPILOGUE == 2 ? 2 : 1)  // the pair table's rows (LUT_WORDS) have their words 32.. free
+#define PART_WORDS (WARPS * SLOTS * 4 * 32)  // one buffer of a unit's sums, in the free halves (2 buffers fit)
+
+__device__ __forceinline__ uint2 load_stream(const void* p) {
+  uint2 v;
+  asm volatile("ld.global.cs.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ void mma(float (&d)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+#if XF16
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+#else
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+#endif
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+struct Load {  // where one lane's requests for a unit go
+  const u8* codes[SLOTS][2];  // rows g and g + 8 (the last row where they are past the end), byte 8t of block 0
+  const u8* absmax[SLOTS];    // the scale this lane computes: row g + 8 * (t / 2), block t % 2 (u8 code or fp32)
+  int block[SLOTS];           // that scale's index among the weight's scales
+  const float* nested[SLOTS];
+  bool scale_ok[SLOTS];  // that row exists (a row past the end reads the last row's bytes, scaled by 0)
+};
+
+struct Cur {  // what the arithmetic of a unit needs
+  float offset[SLOTS];
+  int table[SLOTS];
+};
+
+struct Step {
+  uint2 codes[SLOTS][2][2];  // [slot][row g, g + 8][block]
+  u32 q[SLOTS];              // the scale's u8 code (NESTED); bit 8 set: no such block or row, scale 0
+  float nested[SLOTS];       // its nested scale (NESTED), or the fp32 scale
+};
+
+__device__ __forceinline__ int weight_of(const Weights& w, int unit, int& first) {
+  int which = 0;
+  first = 0;
+  if (EPILOGUE != 2) {
+    if (unit >= w.units_end[0]) { which = 1; first = w.units_end[0]; }
+    if (unit >= w.units_end[1]) { which = 2; first = w.units_end[1]; }
+  }
+  return which;
+}
+
+__device__ __forceinline__ void cur_of(const Weights& w, int unit, Cur& c) {
+  int first;
+  const int which = weight_of(w, unit, first);
+#pragma unroll
+  for (int j = 0; j < SLOTS; ++j) {
+    const int wi = EPILOGUE == 2 ? j : which;
+    c.offset[j] = w.offset[wi];
+    c.table[j] = wi;
+  }
+}
+
+__device__ __forceinline__ void load_of(const Weights& w, int unit, int K, int lane, Load& l) {
+  int first;
+  const int which = weight_of(w, unit, first);
+  const int row0 = (unit - first) * 16, g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int j = 0; j < SLOTS; ++j) {
+    const int wi = EPILOGUE == 2 ? j : which;
+    const int last = w.n[wi] - 1;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) l.codes[j][r] = w.packed[wi] + (size_t)min(row0 + g + 8 * r, last) * (K / 2) + t * 8;
+    const int srow = row0 + g + 8 * (t >> 1);
+    l.scale_ok[j] = srow <= last;
+    l.block[j] = min(srow, last) * (K / 64) + (t & 1);
+#if NESTED
+    l.absmax[j] = (const u8*)w.absmax[wi] + l.block[j];
+#else
+    l.absmax[j] = (const u8*)((const float*)w.absmax[wi] + l.block[j]);
+#endif
+    l.nested[j] = w.nested_absmax[wi];
+  }
+}
+
+// step s's bytes and scales (blocks 2s and 2s + 1 of each row). Where K ends halfway through the step (K % 128 ==
+// 64), block 2s + 1 reads nothing: zeros, and its scale is 0 (so are its inputs).
+__device__ __forceinline__ void load_step(const Load& l, int s, int K, int lane, int nb2_shift, Step& st) {
+  const bool second = 2 * s + 1 < (K >> 6);  // the same for the whole warp
+#pragma unroll
+  for (int j = 0; j < SLOTS; ++j) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      st.codes[j][r][0] = load_stream(l.codes[j][r] + s * 64);
+      st.codes[j][r][1] = second ? load_stream(l.codes[j][r] + s * 64 + 32) : make_uint2(0u, 0u);
+    }
+    if (l.scale_ok[j] && (second || !(lane & 1))) {
+#if NESTED
+      st.q[j] = load_u8(l.absmax[j] + 2 * s);
+      st.nested[j] = load_f32(l.nested[j] + ((l.block[j] + 2 * s) >> nb2_shift));
+#else
+      st.q[j] = 0;
+      st.nested[j] = load_f32((const float*)l.absmax[j] + 2 * s);
+#endif
+    } else {
+      st.q[j] = 0x100;
+      st.nested[j] = 0.0f;
+    }
+  }
+}
+
+extern __shared__ __align__(16) u32 smem[];  // the pair table first (LUT_WORDS), then the nested code tables
+
+#ifndef SMEM_AT
+#define SMEM_AT -1
+#endif
+#define TEXT_(v) #v
+#define TEXT(v) TEXT_(v)
+
+__device__ __forceinline__ u32 pair_of(u32 word, int i, u32 lane4) {  // byte i's pair, from the lane's copy
+  const u32 at = __byte_perm(word, lane4, 0x5504 | (i << 4));
+#if SMEM_AT >= 0
+  u32 v;
+  asm volatile("ld.shared.u32 %0, [%1+" TEXT(SMEM_AT) "];" : "=r"(v) : "r"(at));
+  return v;
+#else
+  return *(const u32*)((const char*)smem + at);
+#endif
+}
+
+extern "C" __global__ void nf4_mma_smem_at(u32* out) {  // where the dynamic shared memory starts (for SMEM_AT)
+  if (threadIdx.x == 0) *out = (u32)__cvta_generic_to_shared(smem);
+}
+
+// one step of a unit: 2 blocks x 4 mma per slot, each block's sums scaled into ``acc``. ``xrow``: inputs 16t of
+// sequence g (of the last sequence for lanes past it: their columns of the mma are never written)
+__device__ __forceinline__ void compute(const Step& st, const Cur& c, int s, const u16* xrow, int K,
+                                        const float* ncode, int lane, float (&acc)[SLOTS][4]) {
+  const int g = lane >> 2;
+  const u32 lane4 = lane * 4;
+  const bool second = 2 * s + 1 < (K >> 6);
+  uint4 xv[2][2];  // [block][half]: inputs 16t .. 16t + 15 of the block
+  const uint4* p = (const uint4*)(xrow + s * 128);
+  xv[0][0] = p[0];
+  xv[0][1] = p[1];
+  xv[1][0] = second ? p[8] : make_uint4(0u, 0u, 0u, 0u);
+  xv[1][1] = second ? p[9] : make_uint4(0u, 0u, 0u, 0u);
+  float scale[SLOTS];  // row g + 8 * (t / 2), block t % 2 of this step
+#pragma unroll
+  for (int j = 0; j < SLOTS; ++j) {
+#if NESTED
+    scale[j] = (st.q[j] & 0x100) ? 0.0f : ncode[c.table[j] * 256 + (st.q[j] & 255)] * st.nested[j] + c.offset[j];
+#else
+    scale[j] = st.nested[j];
+#endif
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+#pragma unroll
+    for (int j = 0; j < SLOTS; ++j) {
+      const float s_lo = __shfl_sync(0xFFFFFFFFu, scale[j], (g << 2) | h);      // row g
+      const float s_hi = __shfl_sync(0xFFFFFFFFu, scale[j], (g << 2) | 2 | h);  // row g + 8
+      float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+      for (int m = 0; m < 4; ++m) {
+        const u32 lo = m < 2 ? st.codes[j][0][h].x : st.codes[j][0][h].y;  // row g: bytes 2m, 2m + 1
+        const u32 hi = m < 2 ? st.codes[j][1][h].x : st.codes[j][1][h].y;  // row g + 8
+        const int i = (2 * m) & 3;
+        const uint4& xq = xv[h][m >> 1];
+        const u32 b0 = (m & 1) ? xq.z : xq.x, b1 = (m & 1) ? xq.w : xq.y;
+        mma(d, pair_of(lo, i, lane4), pair_of(hi, i, lane4), pair_of(lo, i + 1, lane4), pair_of(hi, i + 1, lane4),
+            b0, b1);
+      }
+      acc[j][0] += d[0] * s_lo;
+      acc[j][1] += d[1] * s_lo;
+      acc[j][2] += d[2] * s_hi;
+      acc[j][3] += d[3] * s_hi;
+    }
+  }
+}
+
+__device__ __forceinline__ int part_word(int buf, int warp, int v, int lane) {  // in the pair table's free halves
+  const int i = ((buf * WARPS + warp) * SLOTS * 4 + v) * 32 + lane;
+  return (i >> 5) * 64 + 32 + (i & 31);
+}
+
+// the unit's sums: each warp's into shared memory, then warp 0 adds them (warp order), applies the epilogue and
+// writes rows g, g + 8 of sequences 2t, 2t + 1; every warp of the block calls it once per unit
+__device__ __forceinline__ void finish(const Weights& w, int unit, int buf, float (&acc)[SLOTS][4], u32* smem,
+                                       int warp, int lane, const u16* res, int stride_res, u16* out, int stride_out) {
+  float* part = (float*)smem;
+#pragma unroll
+  for (int j = 0; j < SLOTS; ++j)
+#pragma unroll
+    for (int v = 0; v < 4; ++v) {
+      part[part_word(buf, warp, j * 4 + v, lane)] = acc[j][v];
+      acc[j][v] = 0.0f;
+    }
+  __syncthreads();
+  if (warp != 0) return;
+  float sum[SLOTS][4];
+#pragma unroll
+  for (int j = 0; j < SLOTS; ++j)
+#pragma unroll
+    for (int v = 0; v < 4; ++v) {
+      float total = 0.0f;
+      for (int k = 0; k < WARPS; ++k) total += part[part_word(buf, k, j * 4 + v, lane)];
+      sum[j][v] = total;
+    }
+  int first;
+  const int which = weight_of(w, unit, first);
+  const int row0 = (unit - first) * 16, g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int v = 0; v < 4; ++v) {
+    const int row = row0 + g + 8 * (v >> 1), seq = 2 * t + (v & 1);
+    if (seq < B && row < w.n[which]) {
+      const int col = w.col0[which] + row;
+      float y = to_float(round_out(sum[0][v]));
+#if EPILOGUE == 1
+      y += to_float(res[(size_t)seq * stride_res + col]);
+#elif EPILOGUE == 2
+      const float up = to_float(round_out(sum[1][v]));
+      const float gate = to_float(round_out(y / (1.0f + __expf(-y))));
+      y = gate * up;
+#endif
+      out[(size_t)seq * stride_out + col] = round_out(y);
+    }
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, MINB) nf4_mma(
+    const u16* __restrict__ x, int stride_x, u16* __restrict__ out, int stride_out, const u16* __restrict__ res,
+    int stride_res, const float* __restrict__ code, int K, int units, int nb2_shift, const Weights w) {
+  u32* lut = smem;
+  float* ncode = (float*)(smem + LUT_WORDS);  // 3 x 256: each weight's nested code table (NESTED)
+#if PDL && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int steps = ((K >> 6) + 1) >> 1;
+  const int s0 = warp * steps / WARPS, my = (warp + 1) * steps / WARPS - s0;  // this warp's steps of every unit
+  const int mine = blockIdx.x < units ? (units - 1 - blockIdx.x) / gridDim.x + 1 : 0;
+  const int total = mine * my;
+
+  // the first DEPTH - 1 steps' weights are requested first: the previous kernel does not write them
+  Load ld;
+  Cur cur;
+  int lunit = blockIdx.x, lst = 0;
+  Step a, b, c;
+#define LOAD(t, buf)                                                        \
+  if ((t) < total) {                                                        \
+    load_step(ld, s0 + lst, K, lane, nb2_shift, buf);                       \
+    if (++lst == my) {                                                      \
+      lst = 0;                                                              \
+      lunit += gridDim.x;                                                   \
+      if (lunit < units) load_of(w, lunit, K, lane, ld);                    \
+    }                                                                       \
+  }
+  if (mine > 0) {
+    load_of(w, blockIdx.x, K, lane, ld);
+    cur_of(w, blockIdx.x, cur);
+    LOAD(0, a);
+#if DEPTH == 3
+    LOAD(1, b);
+#endif
+  }
+  fill_tables(lut, ncode, code, w, warp, lane, !XF16);  // the pairs in the inputs' dtype
+#if PDL && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");  // the inputs (and the residual) come from the previous kernel
+#endif
+  __syncthreads();
+  if (mine == 0) return;  // the same for the whole block
+
+  float acc[SLOTS][4];
+#pragma unroll
+  for (int j = 0; j < SLOTS; ++j)
+#pragma unroll
+    for (int v = 0; v < 4; ++v) acc[j][v] = 0.0f;
+  int unit = blockIdx.x, buf = 0;
+  if (my == 0) {  // more warps than steps: this one only takes part in each unit's sums
+    for (int u = 0; u < mine; ++u, unit += gridDim.x, buf ^= 1)
+      finish(w, unit, buf, acc, smem, warp, lane, res, stride_res, out, stride_out);
+    return;
+  }
+  int st = 0;
+  const u16* xrow = x + (size_t)min(lane >> 2, B - 1) * stride_x + (lane & 3) * 16;
+#define STEP(now, ahead)                                                                             \
+  {                                                                                                  \
+    LOAD(t + DEPTH - 1, ahead);                                                                      \
+    compute(now, cur, s0 + st, xrow, K, ncode, lane, acc);                                           \
+    if (++st == my) {                                                                                \
+      finish(w, unit, buf, acc, smem, warp, lane, res, stride_res, out, stride_out);                 \
+      unit += gridDim.x;                                                                             \
+      buf ^= 1;                                                                                      \
+      st = 0;                                                                                        \
+      if (t + 1 < total) cur_of(w, unit, cur);                                                        \
+    }                                                                                                \
+  }
+  RUN_STEPS();
+#undef STEP
+#undef LOAD
+}
