@@ -85,6 +85,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "gpu_kernels.json")
     parser.add_argument("--quick", action="store_true", help="check the 13B shapes at batch 1 and 4 only")
     parser.add_argument("--products", action="store_true", help="instead: time each product type with each tiling")
+    parser.add_argument("--attention", action="store_true", help="then: time the decode attention's tilings")
     args = parser.parse_args()
 
     import bitsandbytes as bnb
@@ -102,6 +103,8 @@ def main() -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         device = torch.cuda.get_device_name(0)
         result = {"device": device, "copy_bandwidth_TBps": bandwidth / 1e12, "products": products}
+        if args.attention:
+            result["attention"] = _attention_tilings(generator, bandwidth)
         args.out.write_text(json.dumps(result, indent=2))
         _print_products(products)
         return 0
@@ -231,6 +234,43 @@ PRODUCT_CONFIGS = {  # nf4_gemv.cu's defaults of each product (MMA=0), then the 
         dict(MMA=0, R=2, DEPTH=2, WARPS=8, MINB=3), *MMA_CONFIGS],
     4: [dict(MMA=0, R=2, DEPTH=3, WARPS=16, MINB=1), dict(MMA=0, R=1, DEPTH=3, WARPS=16, MINB=1), *MMA_CONFIGS],
 }  # fmt: skip
+
+
+ATTENTION_TILINGS = [dict(SPLIT=64, BLOCK_L=64, num_warps=4), dict(SPLIT=64, BLOCK_L=64, num_warps=8),
+                     dict(SPLIT=128, BLOCK_L=64, num_warps=4), dict(SPLIT=128, BLOCK_L=128, num_warps=8),
+                     dict(SPLIT=256, BLOCK_L=64, num_warps=4), dict(SPLIT=32, BLOCK_L=32, num_warps=2),
+                     dict(SPLIT=32, BLOCK_L=32, num_warps=4)]  # fmt: skip
+
+
+def _attention_tilings(generator, bandwidth: float) -> list[dict]:
+    """The decode step's attention over 4,096-position caches holding 1,502 (+1) positions of the 13B shapes
+    (40 heads of 128), 40 layers (each its own cache, as in the model: L2 holds none) in one CUDA graph, at batch 1
+    and 4, with each tiling of ``ATTENTION_TILINGS``."""
+    import torch
+
+    from models import grid_overlap
+    from models.decode_kernels import attention
+
+    pdl = grid_overlap.supported(torch.device("cuda"))
+    rows = []
+    for batch in (1, 4):
+        caches = [torch.empty(2, batch, 40, 4096, 128, device="cuda", dtype=torch.bfloat16) for _ in range(40)]
+        for cache in caches:
+            cache.normal_(generator=generator)
+        q = torch.randn(batch, 40 * 128, device="cuda", generator=generator).bfloat16()
+        pos = torch.full((batch,), 1502, dtype=torch.long, device="cuda")
+        read = 2 * batch * 40 * 1503 * 128 * 2  # keys and values up to pos, bytes per layer
+
+        def layers(tiling, q=q, caches=caches, pos=pos):
+            for cache in caches:
+                attention(q, cache[0], cache[1], pos, 40, 40, 128, 0.088, pdl, tiling)
+
+        for tiling in ATTENTION_TILINGS:
+            seconds = graph_seconds(lambda t=tiling: layers(t)) / 40
+            rows.append({"B": batch, "tiling": tiling, "us": seconds * 1e6, "pct_bw": 100 * read / seconds / bandwidth})
+            print(rows[-1], flush=True)
+        del caches
+    return rows
 
 
 def _print_products(products: list[dict]) -> None:

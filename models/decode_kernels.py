@@ -175,19 +175,28 @@ def attention_combine_kernel(
 
 SPLIT = 64  # cache positions per program: many programs in flight at batch 1
 BLOCK_L = 64
+ATTENTION_TILING = {"SPLIT": SPLIT, "BLOCK_L": BLOCK_L, "num_warps": 4}  # bench/gpu_kernels.py --attention
 
 
-def attention(q, cache_k, cache_v, pos, heads: int, kv_heads: int, head_dim: int, scale: float, pdl: bool = False):
-    """Attention of q [B, heads*D] over cache_[kv] [B, kv_heads, L, D] up to and including pos[b]: [B, heads*D]."""
+def attention(
+    q, cache_k, cache_v, pos, heads: int, kv_heads: int, head_dim: int, scale: float, pdl: bool = False,
+    tiling: dict | None = None,
+):  # fmt: skip
+    """Attention of q [B, heads*D] over cache_[kv] [B, kv_heads, L, D] up to and including pos[b]: [B, heads*D].
+    ``tiling``: SPLIT (positions per program), BLOCK_L (positions per iteration), num_warps; ATTENTION_TILING's
+    where not given."""
     import torch
 
+    tiling = dict(ATTENTION_TILING, **(tiling or {}))
+    split = tiling["SPLIT"]
     batch, length = q.shape[0], cache_k.shape[2]
-    splits = triton.cdiv(length, SPLIT)
+    splits = triton.cdiv(length, split)
     part = torch.empty((batch * heads, splits, head_dim), dtype=torch.float32, device=q.device)
     lse = torch.empty((batch * heads, splits), dtype=torch.float32, device=q.device)
     attention_split_kernel[(batch * heads, splits)](
         q, cache_k, cache_v, pos, part, lse, q.stride(0), cache_k.stride(0), cache_k.stride(1), scale,
-        heads, heads // kv_heads, splits, D=head_dim, SPLIT=SPLIT, BLOCK_L=BLOCK_L, **pdl_options(pdl),
+        heads, heads // kv_heads, splits, D=head_dim, SPLIT=split, BLOCK_L=min(tiling["BLOCK_L"], split),
+        num_warps=tiling["num_warps"], **pdl_options(pdl),
     )  # fmt: skip
     out = torch.empty((batch, heads * head_dim), dtype=q.dtype, device=q.device)
     attention_combine_kernel[(batch * heads,)](
