@@ -173,9 +173,15 @@ def attention_combine_kernel(
     tl.store(out_ptr + bh * D + d, out.to(out_ptr.dtype.element_ty))
 
 
-SPLIT = 64  # cache positions per program: many programs in flight at batch 1
-BLOCK_L = 64
-ATTENTION_TILING = {"SPLIT": SPLIT, "BLOCK_L": BLOCK_L, "num_warps": 4}  # bench/gpu_kernels.py --attention
+# cache positions per program (SPLIT), per iteration (BLOCK_L) and warps, the fastest of bench/gpu_kernels.py
+# --attention on an H200 (13B shapes, 1,503 positions, docs/benchmarks.md section 6): at batch 1 short splits of
+# two warps (14.6 µs a layer against 17.9 µs with the batches' tiling), from batch 2 on 64 positions of 4 warps
+ATTENTION_TILING = {"SPLIT": 64, "BLOCK_L": 64, "num_warps": 4}
+ATTENTION_TILING_BATCH1 = {"SPLIT": 32, "BLOCK_L": 32, "num_warps": 2}
+
+
+def attention_tiling(batch: int) -> dict:
+    return dict(ATTENTION_TILING_BATCH1 if batch == 1 else ATTENTION_TILING)
 
 
 def attention(
@@ -183,13 +189,13 @@ def attention(
     tiling: dict | None = None,
 ):  # fmt: skip
     """Attention of q [B, heads*D] over cache_[kv] [B, kv_heads, L, D] up to and including pos[b]: [B, heads*D].
-    ``tiling``: SPLIT (positions per program), BLOCK_L (positions per iteration), num_warps; ATTENTION_TILING's
-    where not given."""
+    ``tiling``: SPLIT (positions per program), BLOCK_L (positions per iteration), num_warps; ``attention_tiling``'s
+    for the batch where not given."""
     import torch
 
-    tiling = dict(ATTENTION_TILING, **(tiling or {}))
-    split = tiling["SPLIT"]
     batch, length = q.shape[0], cache_k.shape[2]
+    tiling = dict(attention_tiling(batch), **(tiling or {}))
+    split = tiling["SPLIT"]
     splits = triton.cdiv(length, split)
     part = torch.empty((batch * heads, splits, head_dim), dtype=torch.float32, device=q.device)
     lse = torch.empty((batch * heads, splits), dtype=torch.float32, device=q.device)

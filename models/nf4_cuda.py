@@ -32,23 +32,25 @@ MMA_MAX_BATCH = 8
 LUT_BYTES = 256 * 64 * 4 + 3 * 256 * 4  # the pair table (a 256-byte row per byte value), 3 nested code tables
 HOLE_CHUNKS = 256 * 8  # 16-byte chunks of inputs that fit in the unused halves of the pair table's rows
 CUDA_KEYS = ("R", "WARPS", "MINB", "DEPTH", "MMA")
-# the smallest batch whose products run on the tensor cores by default (nf4_mma.cu, which needs a fraction of the
-# instructions per sequence of nf4_gemv.cu's HFMA2 per pair and sequence): none until it has run on a GPU
-MMA_FROM_BATCH = MMA_MAX_BATCH + 1
+# the smallest batch whose products run on the tensor cores by default (nf4_mma.cu): at batch 4 on an H200 each
+# product of the 13B step took 13-38 % less time than on nf4_gemv.cu (whose HFMA2 per pair and sequence limits it
+# there), at batch 1 38-64 % more (docs/benchmarks.md section 6)
+MMA_FROM_BATCH = 2
 MMA_CONFIG = {"MMA": 1, "WARPS": 8, "MINB": 2, "DEPTH": 2}
+MMA_RESIDUAL_CONFIG = {"MMA": 1, "WARPS": 16, "MINB": 1, "DEPTH": 3}  # o and down: 17-21 % less time at batch 4
 
 
 def default_config(batch: int, epilogue: int, k: int, mma: bool | None = None) -> dict:
-    """The tensor-core kernel's tiling (``MMA_CONFIG``: warps per block, blocks per multiprocessor, DEPTH) from
-    ``MMA_FROM_BATCH`` sequences on, or where ``mma`` asks for it; otherwise nf4_gemv.cu's: rows per warp (R), warps
-    per block, blocks per multiprocessor the compiler must allow for (registers), and DEPTH: steps whose bytes a
-    warp has requested (2: the next one while it computes this one). The fastest of each product of the 13B step on
-    an H200 (bench/gpu_kernels.py --products, docs/benchmarks.md section 6): at batch 1, 4 rows per warp one step
-    ahead, but gate·up (2 rows of each) two steps ahead, and rows of 8,192 weights or more (down) 2 rows per warp
-    with 3 blocks per multiprocessor; larger batches need more registers per row, so fewer rows per warp and more
-    warps."""
+    """The tensor-core kernel's tiling (``MMA_CONFIG``, ``MMA_RESIDUAL_CONFIG`` for o and down: warps per block,
+    blocks per multiprocessor, DEPTH) from ``MMA_FROM_BATCH`` sequences on, or where ``mma`` asks for it; otherwise
+    nf4_gemv.cu's: rows per warp (R), warps per block, blocks per multiprocessor the compiler must allow for
+    (registers), and DEPTH: steps whose bytes a warp has requested (2: the next one while it computes this one).
+    The fastest of each product of the 13B step on an H200 (bench/gpu_kernels.py --products, docs/benchmarks.md
+    section 6): at batch 1, 4 rows per warp one step ahead, but gate·up (2 rows of each) two steps ahead, and rows
+    of 8,192 weights or more (down) 2 rows per warp with 3 blocks per multiprocessor; larger batches need more
+    registers per row, so fewer rows per warp and more warps."""
     if mma if mma is not None else batch >= MMA_FROM_BATCH:
-        return dict(MMA_CONFIG)
+        return dict(MMA_RESIDUAL_CONFIG if epilogue == RESIDUAL else MMA_CONFIG)
     if batch == 1:
         if epilogue == SILU_MUL:
             return {"R": 2, "WARPS": 8, "MINB": 2, "DEPTH": 3}
