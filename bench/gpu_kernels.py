@@ -1,11 +1,14 @@
 """zhiku's NF4 product kernels (CUDA and Triton) against bitsandbytes, per LLaMA-2-13B weight shape and a few
 odd shapes.
 
-Run on a CUDA machine with bitsandbytes:  python bench/gpu_kernels.py [--quick] [--products] [--out FILE.json]
+Run on a CUDA machine with bitsandbytes:
+    python bench/gpu_kernels.py [--quick] [--products [--attention]] [--out FILE.json]
 For each shape and batch: each kernel's error against bitsandbytes' dequantize + matmul (fp32 products of the
 bf16 weights it dequantizes), then the time of one product and of the 40 layers × 7 linears of the 13B model
 replayed in one CUDA graph, as % of the copy bandwidth measured in the same run. --products instead times each
-kind of product of the 13B step with each of the CUDA kernel's tilings (how its defaults were chosen).
+kind of product of the 13B step with each tiling of the two CUDA kernels (nf4_gemv.cu, MMA=0; the tensor-core
+nf4_mma.cu, MMA=1) at batch 1 and 4, and --attention then the decode attention's tilings (how the defaults were
+chosen).
 """
 
 from __future__ import annotations
