@@ -345,7 +345,7 @@ def _launch(x, weights, epilogue: int, residual, out, config: dict, pdl: bool):
     out_cols = first.n if pair else sum(w.n for w in weights)
     if out is None:
         out = torch.empty((batch, out_cols), dtype=x.dtype, device=x.device)
-    defines = {key: config[key] for key in CUDA_KEYS if key in config and not (mma and key in ("R", "MMA"))}
+    defines = {key: config[key] for key in CUDA_KEYS if key in config and key != "MMA"}  # R: nf4_gemv.cu's alone
     defines.update(B=batch, EPILOGUE=epilogue, NESTED=int(first.nested), XF16=int(x.dtype == torch.float16),
                    PDL=int(pdl))  # fmt: skip
     if mma:
