@@ -34,8 +34,9 @@ HOLE_CHUNKS = 256 * 8  # 16-byte chunks of inputs that fit in the unused halves 
 CUDA_KEYS = ("R", "WARPS", "MINB", "DEPTH", "MMA")
 # the smallest batch whose products run on the tensor cores by default (nf4_mma.cu): at batch 4 on an H200 each
 # product of the 13B step took 13-38 % less time than on nf4_gemv.cu (whose HFMA2 per pair and sequence limits it
-# there), at batch 1 38-64 % more (docs/benchmarks.md section 6)
-MMA_FROM_BATCH = 2
+# there), at batch 1 38-64 % more, and about as long as at batch 4 (docs/benchmarks.md section 6). Batches 2 and 3
+# were not measured: nf4_gemv.cu's times between its batch 1 and 4 put batch 2 on its side, batch 3 on this one.
+MMA_FROM_BATCH = 3
 MMA_CONFIG = {"MMA": 1, "WARPS": 8, "MINB": 2, "DEPTH": 2}
 MMA_RESIDUAL_CONFIG = {"MMA": 1, "WARPS": 16, "MINB": 1, "DEPTH": 3}  # o and down: 17-21 % less time at batch 4
 
