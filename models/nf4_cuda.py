@@ -1,4 +1,5 @@
-"""The NF4 products in CUDA C (``models/nf4_gemv.cu``), compiled at run time by NVRTC and launched on PyTorch's stream.
+"""The NF4 products in CUDA C (``models/nf4_gemv.cu``; batches on the tensor cores: ``models/nf4_mma.cu``), compiled
+at run time by NVRTC and launched on PyTorch's stream.
 
 The Triton kernel (``models.nf4_gemv``) spends about 5 instructions per weight, half of them decoding nibbles,
 which holds it at 38 % of the copy bandwidth on an H100 and 26 % on an H200. In CUDA C a byte becomes its two
@@ -6,8 +7,10 @@ weights' fp16 pair by one byte permute and one conflict-free shared-memory load 
 instructions per weight in all, and 56 % of the copy bandwidth on an H200 (docs/benchmarks.md, section 6).
 
 Nothing here needs the CUDA toolkit: NVRTC ships with PyTorch's CUDA wheels (``nvidia-cuda-nvrtc``) and the
-driver loads the compiled code. Where NVRTC or the driver cannot be found, or a shape does not fit (batch > 4,
-inputs too long for shared memory), ``launch`` returns None and callers use the Triton kernel.
+driver loads the compiled code. Where NVRTC or the driver cannot be found, or a shape does not fit (batch > 8,
+inputs too long for shared memory), ``launch`` returns None and callers use the Triton kernel. Where only the
+tensor-core kernel fails (or the GPU predates bf16 mma, compute capability 8.0), batches of up to 4 go to
+nf4_gemv.cu.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ HOLE_CHUNKS = 256 * 8  # 16-byte chunks of inputs that fit in the unused halves 
 CUDA_KEYS = ("R", "WARPS", "MINB", "DEPTH", "MMA")
 # the smallest batch whose products run on the tensor cores by default (nf4_mma.cu): at batch 4 on an H200 each
 # product of the 13B step took 13-38 % less time than on nf4_gemv.cu (whose HFMA2 per pair and sequence limits it
-# there), at batch 1 38-64 % more, and about as long as at batch 4 (docs/benchmarks.md section 6). Batches 2 and 3
-# were not measured: nf4_gemv.cu's times between its batch 1 and 4 put batch 2 on its side, batch 3 on this one.
+# there), at batch 1 25-49 % more with its best tilings, about as long as at batch 4 (docs/benchmarks.md section
+# 6). Batches 2 and 3 were not timed: nf4_gemv.cu's times between its batch 1 and 4 put batch 2 on its side.
 MMA_FROM_BATCH = 3
 MMA_CONFIG = {"MMA": 1, "WARPS": 8, "MINB": 2, "DEPTH": 2}
 MMA_RESIDUAL_CONFIG = {"MMA": 1, "WARPS": 16, "MINB": 1, "DEPTH": 3}  # o and down: 17-21 % less time at batch 4
@@ -65,7 +68,8 @@ PLAIN, RESIDUAL, SILU_MUL = 0, 1, 2
 
 _lock = threading.Lock()
 _kernels: dict = {}
-_failed: list[str] = []  # why the CUDA kernel is unavailable, once known
+_failed: list[str] = []  # why the CUDA kernels are unavailable, once known
+_mma_failed: list[str] = []  # why the tensor-core kernel alone is, once known
 
 
 class CudaError(RuntimeError):
@@ -175,6 +179,7 @@ def _driver() -> ctypes.CDLL:
     lib.cuLaunchKernelEx.argtypes = [ctypes.POINTER(_LaunchConfig), ptr, ptr, ptr]
     lib.cuGetErrorString.argtypes = [num, ctypes.POINTER(ctypes.c_char_p)]
     lib.cuModuleLoadData.argtypes = [ctypes.POINTER(ptr), ctypes.c_char_p]
+    lib.cuModuleUnload.argtypes = [ptr]
     lib.cuModuleGetFunction.argtypes = [ctypes.POINTER(ptr), ptr, ctypes.c_char_p]
     lib.cuFuncSetAttribute.argtypes = [ptr, num, num]
     lib.cuOccupancyMaxActiveBlocksPerMultiprocessor.argtypes = [ctypes.POINTER(num), ptr, num, ctypes.c_size_t]
@@ -218,6 +223,7 @@ def kernel(device, defines: dict) -> Kernel:
             if mma and device.index not in _smem_ats and not torch.cuda.is_current_stream_capturing():
                 at = _smem_at(device, module)
                 if at is not None:
+                    lib.cuModuleUnload(module)  # the build that read it
                     module, function = _load(lib, compile_cubin(dict(defines, SMEM_AT=at), arch), b"nf4_mma")
             _check(lib, lib.cuFuncSetAttribute(function, MAX_DYNAMIC_SHARED, shared_limit(device)), "shared memory")
         sms = torch.cuda.get_device_properties(device).multi_processor_count
@@ -308,7 +314,11 @@ def launch(x, weights, epilogue: int, residual, out, config=None, pdl: bool = Fa
     if batch > MMA_MAX_BATCH or x.dtype not in (torch.bfloat16, torch.float16) or not 1 <= len(weights) <= 3:
         return None
     given = {key: v for key, v in (config or {}).items() if key in CUDA_KEYS}
-    mma = bool(given["MMA"]) if "MMA" in given else None
+    mma = bool(given["MMA"]) if "MMA" in given else (False if "R" in given else None)  # R: nf4_gemv.cu's tiling
+    if mma is not False and not _mma_usable(x.device):
+        if mma or batch > MAX_BATCH:
+            return None
+        mma = False
     config = dict(default_config(batch, epilogue, k, mma), **given)
     if config.get("MMA"):
         config = {key: config[key] for key in MMA_CONFIG}
@@ -325,9 +335,20 @@ def launch(x, weights, epilogue: int, residual, out, config=None, pdl: bool = Fa
     try:
         with torch.cuda.device(x.device):
             return _launch(x, weights, epilogue, residual, out, config, pdl)
-    except CudaError as exc:  # NVRTC or the driver refused it: the same products from the Triton kernel
-        _give_up(str(exc))
-        return None
+    except CudaError as exc:  # NVRTC or the driver refused it: the same products from another kernel
+        if not config["MMA"]:
+            _give_up(str(exc))
+            return None
+        log.warning("zhiku's tensor-core NF4 kernel is unavailable, batches use nf4_gemv.cu or Triton: %s", exc)
+        _mma_failed.append(str(exc))
+        return None if "MMA" in given else launch(x, weights, epilogue, residual, out, config=given, pdl=pdl)
+
+
+def _mma_usable(device) -> bool:
+    """The tensor-core kernel has not failed, and the GPU has bf16 mma (compute capability 8.0 and later)."""
+    import torch
+
+    return not _mma_failed and torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def _launch(x, weights, epilogue: int, residual, out, config: dict, pdl: bool):
@@ -391,10 +412,10 @@ def _launch(x, weights, epilogue: int, residual, out, config: dict, pdl: bool):
     if pdl:
         attr = _LaunchAttribute(id=PROGRAMMATIC_STREAM_SERIALIZATION, value=1)
         cfg = _LaunchConfig((grid, 1, 1), (found.threads, 1, 1), shared, stream, ctypes.pointer(attr), 1)
-        _check(lib, lib.cuLaunchKernelEx(ctypes.byref(cfg), found.function, args, None), "launching nf4_gemv")
+        _check(lib, lib.cuLaunchKernelEx(ctypes.byref(cfg), found.function, args, None), "launching the NF4 kernel")
     else:
         _check(lib, lib.cuLaunchKernel(found.function, grid, 1, 1, found.threads, 1, 1, shared, stream, args,
-                                       None), "launching nf4_gemv")  # fmt: skip
+                                       None), "launching the NF4 kernel")  # fmt: skip
     return out
 
 

@@ -404,7 +404,7 @@ def nf4_gemv(
 
     On a CUDA device the CUDA kernel (``models.nf4_cuda``) computes it where it can, this module's Triton kernel
     otherwise. ``config``: KERNEL ("cuda", the default, or "triton" for the Triton kernel alone); the CUDA kernel's
-    tiling (R, WARPS, MINB, DEPTH: ``nf4_cuda.default_config``); the Triton kernel's (BN, ITERS, num_warps and
+    tiling (MMA, R, WARPS, MINB, DEPTH: ``nf4_cuda.default_config``); the Triton kernel's (BN, ITERS, num_warps and
     optionally DECODE), ``DEFAULT_CONFIG`` for what is not given. ``"tune"``: the Triton kernel, timing every
     config of ``CONFIGS`` once per shape and keeping the fastest. DECODE defaults to the byte permutes where the
     kernel is compiled for CUDA, the table loads in Triton's interpreter. ``pdl``: launched as a programmatic

@@ -64,7 +64,7 @@ def _replayed(product, like):
 
 
 @pytest.mark.parametrize("n,k", SHAPES)
-@pytest.mark.parametrize("kernel,batch", [("gemv", b) for b in (1, 2, 3, 4)] + [("mma", b) for b in (1, 2, 4, 5, 8)])
+@pytest.mark.parametrize("kernel,batch", [("gemv", b) for b in (1, 2, 3, 4)] + [("mma", b) for b in (1, 2, 3, 4, 5, 8)])
 def test_each_epilogue_matches_the_dequantized_weights(n, k, kernel, batch):
     import torch
 
@@ -97,20 +97,22 @@ def test_each_epilogue_matches_the_dequantized_weights(n, k, kernel, batch):
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_fp16_inputs_and_scales_without_double_quantization(kernel):
+@pytest.mark.parametrize("half,nested", [(True, False), (False, False), (True, True)])
+def test_fp16_inputs_and_scales_without_double_quantization(kernel, half, nested):
     import torch
 
     from models import nf4_cuda
 
     generator = torch.Generator(device="cuda").manual_seed(7)
-    weight, w = _quantized(1024, 2048, generator, nested=False)
-    assert not weight.nested
+    weight, w = _quantized(1024, 2048, generator, nested=nested)
+    assert weight.nested == nested
     for batch in (1, 4):
-        x = torch.randn(batch, 2048, device="cuda", generator=generator).half()
+        x = torch.randn(batch, 2048, device="cuda", generator=generator)
+        x = x.half() if half else x.bfloat16()
         out = _cuda(x, [weight], nf4_cuda.PLAIN, config=KERNELS[kernel])
-        assert out.dtype == torch.float16
+        assert out.dtype == x.dtype
         assert _rel(out, x.float() @ w.T) < 1e-2
-        product = (x.float() @ w.T).half()
+        product = (x.float() @ w.T).to(x.dtype)
         silu = _cuda(x, [weight, weight], nf4_cuda.SILU_MUL, config=KERNELS[kernel])
         assert _rel(silu, (torch.nn.functional.silu(product) * product).float()) < 1e-2
 
@@ -139,7 +141,7 @@ def test_the_same_bits_whatever_the_tiling_the_launch_or_a_graph_replay():
 def test_the_tensor_core_kernel_gives_the_same_bits_for_a_given_number_of_warps(batch):
     import torch
 
-    from models import grid_overlap
+    from models import grid_overlap, nf4_cuda
     from models.nf4_gemv import nf4_gemv
 
     generator = torch.Generator(device="cuda").manual_seed(11)
@@ -147,7 +149,7 @@ def test_the_tensor_core_kernel_gives_the_same_bits_for_a_given_number_of_warps(
     x = torch.randn(batch, 13824, device="cuda", generator=generator).bfloat16()
     res = torch.randn(batch, 5120, device="cuda", generator=generator).bfloat16()
     mma = dict(CUDA, MMA=1, WARPS=8)
-    first = nf4_gemv(x, down, residual=res, config=mma)
+    first = _cuda(x, [down], nf4_cuda.RESIDUAL, res, config=mma)  # the kernel itself, never a fallback
     assert torch.equal(first, nf4_gemv(x, down, residual=res, config=mma))  # no atomics
     for tiling in ({"DEPTH": 3}, {"MINB": 1}, {"DEPTH": 3, "MINB": 1}):
         assert torch.equal(first, nf4_gemv(x, down, residual=res, config=dict(mma, **tiling))), tiling
@@ -156,6 +158,9 @@ def test_the_tensor_core_kernel_gives_the_same_bits_for_a_given_number_of_warps(
     gemv = nf4_gemv(x, down, residual=res, config=dict(CUDA, MMA=0))
     assert not torch.equal(first, gemv)  # another kernel: close, not equal
     assert _rel(first, gemv.float()) < 1e-2
+    # a tiling of nf4_gemv.cu (R) without MMA means nf4_gemv.cu at any batch
+    assert torch.equal(nf4_gemv(x, down, residual=res, config=dict(CUDA, R=2)), nf4_gemv(x, down, residual=res,
+                       config=dict(CUDA, R=2, MMA=0)))  # fmt: skip
     assert torch.equal(first, _replayed(lambda out: nf4_gemv(x, down, residual=res, out=out, config=mma), first))
 
 
@@ -184,9 +189,11 @@ def test_the_tensor_core_kernel_reads_its_table_at_the_address_the_device_gave(m
 
     generator = torch.Generator(device="cuda").manual_seed(13)
     gate, g = _quantized(1000, 576, generator)
-    up, _ = _quantized(1000, 576, generator)
+    up, u = _quantized(1000, 576, generator)
     x = torch.randn(3, 576, device="cuda", generator=generator).bfloat16()
     fast = _cuda(x, [gate, up], nf4_cuda.SILU_MUL, config={"MMA": 1})
+    expected = torch.nn.functional.silu((x.float() @ g.T).bfloat16()) * (x.float() @ u.T).bfloat16()
+    assert _rel(fast, expected.float()) < 1e-2
     at = nf4_cuda._smem_ats[x.device.index]
     if torch.cuda.get_device_capability(x.device) >= (9, 0):
         assert at is not None and at > 0  # Hopper: the dynamic shared memory starts past the reserved 1 KB

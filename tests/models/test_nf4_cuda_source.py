@@ -36,15 +36,17 @@ def _cuobjdump() -> str:
 
 
 def _variants():
-    for batch in (1, 2, 4, 8):
+    for batch in (1, 2, 3, 4, 8):
         for epilogue in (nf4_cuda.PLAIN, nf4_cuda.RESIDUAL, nf4_cuda.SILU_MUL):
             for k in (5120, 13824):
                 for mma in (False, True):  # nf4_gemv.cu, and the tensor-core nf4_mma.cu
                     config = nf4_cuda.default_config(batch, epilogue, k, mma)
                     if batch > nf4_cuda.MAX_BATCH and not config.get("MMA"):
                         continue
-                    holes, _ = nf4_cuda.input_layout(batch, k)
-                    yield dict(config, B=batch, EPILOGUE=epilogue, NESTED=1, XF16=0, PDL=1, XHOLES=int(holes))
+                    defines = dict(config, B=batch, EPILOGUE=epilogue, NESTED=1, XF16=0, PDL=1)
+                    if not mma:  # where nf4_gemv.cu keeps the inputs
+                        defines["XHOLES"] = int(nf4_cuda.input_layout(batch, k)[0])
+                    yield defines
 
 
 def _resources(cubin: bytes, tmp_path: Path) -> dict:
@@ -76,7 +78,7 @@ def test_it_compiles_for_ampere_and_ada_with_fp16_and_plain_scales(nvrtc, arch, 
     for batch, epilogue, mma in ((1, nf4_cuda.SILU_MUL, False), (3, nf4_cuda.RESIDUAL, False),
                                  (1, nf4_cuda.SILU_MUL, True), (4, nf4_cuda.RESIDUAL, True)):  # fmt: skip
         defines = dict(nf4_cuda.default_config(batch, epilogue, 4096, mma), B=batch, EPILOGUE=epilogue, NESTED=0,
-                       XF16=1, PDL=1, XHOLES=1)  # fmt: skip
+                       XF16=1, PDL=1, **({} if mma else {"XHOLES": 1}))  # fmt: skip
         usage = _resources(nf4_cuda.compile_cubin(defines, arch), tmp_path)
         assert usage["STACK"] == 0 and usage["LOCAL"] == 0, (arch, defines, usage)
 
@@ -99,3 +101,14 @@ def test_without_a_cuda_device_the_kernel_declines():
 def test_a_pipeline_depth_the_kernel_does_not_have_is_refused_at_compile_time(nvrtc):
     with pytest.raises(nf4_cuda.CudaError, match="DEPTH is 2 or 3"):
         nf4_cuda.compile_cubin(dict(next(_variants()), DEPTH=4), "sm_90")
+
+
+def test_batches_from_three_go_to_the_tensor_cores_with_their_own_tiling_for_o_and_down():
+    for batch in (1, 2):
+        assert not nf4_cuda.default_config(batch, nf4_cuda.PLAIN, 5120).get("MMA")
+    for batch in (3, 4, 8):
+        assert nf4_cuda.default_config(batch, nf4_cuda.PLAIN, 5120) == nf4_cuda.MMA_CONFIG
+        assert nf4_cuda.default_config(batch, nf4_cuda.SILU_MUL, 5120) == nf4_cuda.MMA_CONFIG
+        assert nf4_cuda.default_config(batch, nf4_cuda.RESIDUAL, 13824) == nf4_cuda.MMA_RESIDUAL_CONFIG
+    assert nf4_cuda.default_config(1, nf4_cuda.PLAIN, 5120, mma=True)["MMA"] == 1  # asked for
+    assert "MMA" not in nf4_cuda.default_config(4, nf4_cuda.PLAIN, 5120, mma=False)
