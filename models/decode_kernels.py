@@ -181,7 +181,7 @@ ATTENTION_TILING_BATCH1 = {"SPLIT": 32, "BLOCK_L": 32, "num_warps": 2}
 
 
 def attention_tiling(batch: int) -> dict:
-    return dict(ATTENTION_TILING_BATCH1 if batch == 1 else ATTENTION_TILING)
+    return ATTENTION_TILING_BATCH1 if batch == 1 else ATTENTION_TILING
 
 
 def attention(

@@ -223,8 +223,8 @@ __device__ __forceinline__ int part_word(int buf, int warp, int v, int lane) {  
 
 // the unit's sums: each warp's into shared memory, then warp 0 adds them (warp order), applies the epilogue and
 // writes rows g, g + 8 of sequences 2t, 2t + 1; every warp of the block calls it once per unit
-__device__ __forceinline__ void finish(const Weights& w, int unit, int buf, float (&acc)[SLOTS][4], u32* smem,
-                                       int warp, int lane, const u16* res, int stride_res, u16* out, int stride_out) {
+__device__ __forceinline__ void finish(const Weights& w, int unit, int buf, float (&acc)[SLOTS][4], int warp,
+                                       int lane, const u16* res, int stride_res, u16* out, int stride_out) {
   float* part = (float*)smem;
 #pragma unroll
   for (int j = 0; j < SLOTS; ++j)
@@ -316,7 +316,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, MINB) nf4_mma(
   int unit = blockIdx.x, buf = 0;
   if (my == 0) {  // more warps than steps: this one only takes part in each unit's sums
     for (int u = 0; u < mine; ++u, unit += gridDim.x, buf ^= 1)
-      finish(w, unit, buf, acc, smem, warp, lane, res, stride_res, out, stride_out);
+      finish(w, unit, buf, acc, warp, lane, res, stride_res, out, stride_out);
     return;
   }
   int st = 0;
@@ -326,7 +326,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, MINB) nf4_mma(
     LOAD(t + DEPTH - 1, ahead);                                                                      \
     compute(now, cur, s0 + st, xrow, K, ncode, lane, acc);                                           \
     if (++st == my) {                                                                                \
-      finish(w, unit, buf, acc, smem, warp, lane, res, stride_res, out, stride_out);                 \
+      finish(w, unit, buf, acc, warp, lane, res, stride_res, out, stride_out);                       \
       unit += gridDim.x;                                                                             \
       buf ^= 1;                                                                                      \
       st = 0;                                                                                        \
