@@ -280,6 +280,8 @@ def main() -> int:
     parser.add_argument("--nf4-kernel", choices=["bitsandbytes", "triton", "zhiku"], default="zhiku")
     parser.add_argument("--tiling", type=Path, help="gpu_kernels.py's JSON: use the NF4 kernel tiling it found fastest")
     parser.add_argument("--mma-from-batch", type=int, help="the smallest batch on the tensor-core NF4 kernel (1-9)")
+    parser.add_argument("--mma-config", type=json.loads, help='JSON over nf4_cuda.MMA_CONFIG, e.g. {"DEPTH": 4}')
+    parser.add_argument("--mma-residual-config", type=json.loads, help="the same over MMA_RESIDUAL_CONFIG (o, down)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "gpu_bench.json")
     args = parser.parse_args()
 
@@ -312,6 +314,8 @@ def main() -> int:
 
     if args.mma_from_batch is not None:  # which batches the tensor-core kernel takes (nf4_cuda.default_config)
         nf4_cuda.MMA_FROM_BATCH = args.mma_from_batch
+    nf4_cuda.MMA_CONFIG.update(args.mma_config or {})  # the tensor-core kernel's tilings (gpu_kernels.py --products)
+    nf4_cuda.MMA_RESIDUAL_CONFIG.update(args.mma_residual_config or {})
     device = torch.cuda.get_device_name(0)
     bandwidth = copy_bandwidth()
     results = {
@@ -320,6 +324,8 @@ def main() -> int:
         "nf4_kernel": args.nf4_kernel,
         "nf4_tiling": tiling,
         "nf4_mma_from_batch": nf4_cuda.MMA_FROM_BATCH,
+        "nf4_mma_config": nf4_cuda.MMA_CONFIG,
+        "nf4_mma_residual_config": nf4_cuda.MMA_RESIDUAL_CONFIG,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "bitsandbytes": __import__("bitsandbytes").__version__,

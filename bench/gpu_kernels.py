@@ -229,13 +229,16 @@ def _layer_stack(generator, bandwidth: float, quick: bool) -> list[dict]:
     return rows
 
 
-MMA_CONFIGS = [dict(MMA=1, WARPS=8, MINB=2, DEPTH=2), dict(MMA=1, WARPS=8, MINB=2, DEPTH=3),
-               dict(MMA=1, WARPS=8, MINB=3, DEPTH=2), dict(MMA=1, WARPS=16, MINB=1, DEPTH=2),
-               dict(MMA=1, WARPS=16, MINB=1, DEPTH=3), dict(MMA=1, WARPS=4, MINB=4, DEPTH=2)]  # fmt: skip
+MMA_CONFIGS = [dict(MMA=1, ASYNC=0, WARPS=8, MINB=2, DEPTH=2), dict(MMA=1, ASYNC=0, WARPS=16, MINB=1, DEPTH=3),
+               dict(MMA=1, ASYNC=1, WARPS=8, MINB=2, DEPTH=3), dict(MMA=1, ASYNC=1, WARPS=8, MINB=2, DEPTH=4),
+               dict(MMA=1, ASYNC=1, WARPS=8, MINB=2, DEPTH=4, PREFETCH=256),
+               dict(MMA=1, ASYNC=1, WARPS=16, MINB=1, DEPTH=4), dict(MMA=1, ASYNC=1, WARPS=16, MINB=1, DEPTH=6),
+               dict(MMA=1, ASYNC=1, WARPS=8, MINB=1, DEPTH=8),
+               dict(MMA=1, ASYNC=1, WARPS=4, MINB=4, DEPTH=6)]  # fmt: skip
 PRODUCT_CONFIGS = {  # nf4_gemv.cu's defaults of each product (MMA=0), then the tensor-core kernel's tilings
     1: [dict(MMA=0, R=4, DEPTH=2, WARPS=8, MINB=2), dict(MMA=0, R=2, DEPTH=3, WARPS=8, MINB=2),
         dict(MMA=0, R=2, DEPTH=2, WARPS=8, MINB=3), *MMA_CONFIGS],
-    4: [dict(MMA=0, R=2, DEPTH=3, WARPS=16, MINB=1), dict(MMA=0, R=1, DEPTH=3, WARPS=16, MINB=1), *MMA_CONFIGS],
+    4: [dict(MMA=0, R=2, DEPTH=3, WARPS=16, MINB=1), *MMA_CONFIGS],
 }  # fmt: skip
 
 
@@ -287,10 +290,11 @@ def _per_product(generator, bandwidth: float) -> list[dict]:
     in one CUDA graph, with each tiling of ``PRODUCT_CONFIGS``: the tiling can differ by product."""
     import torch
 
-    from models import grid_overlap
+    from models import grid_overlap, nf4_cuda
     from models.nf4_gemv import Nf4Weight, nf4_gemv, nf4_gemv_stacked
 
     pdl = grid_overlap.supported(torch.device("cuda"))
+    limit = nf4_cuda.shared_limit(torch.device("cuda"))
     square = [quantized(5120, 5120, generator) for _ in range(4)]
     gate, up = quantized(13824, 5120, generator), quantized(13824, 5120, generator)
     pairs = {"qkv": square[:3], "o": square[3:], "gate_up": [gate, up], "down": [quantized(5120, 13824, generator)]}
@@ -307,7 +311,12 @@ def _per_product(generator, bandwidth: float) -> list[dict]:
             "down": lambda c, x=x, res=res: nf4_gemv(x[13824], nf4["down"][0], residual=res, config=c, pdl=pdl),
         }
         for name, call in calls.items():
+            epilogue = {"o": nf4_cuda.RESIDUAL, "down": nf4_cuda.RESIDUAL, "gate_up": nf4_cuda.SILU_MUL}
             for config in configs:
+                full = dict(nf4_cuda.MMA_CONFIG, **config)
+                if config["MMA"] and nf4_cuda.mma_shared(full, epilogue.get(name, 0)) > limit:
+                    print(f"{name} {config}: more shared memory than a block may have", flush=True)
+                    continue  # (the kernel would decline it and the Triton kernel answer)
                 config = dict(config, KERNEL="cuda")
                 seconds = graph_seconds(lambda call=call, config=config: [call(config) for _ in range(40)]) / 40
                 label = " ".join(f"{k}={v}" for k, v in config.items() if k != "KERNEL")

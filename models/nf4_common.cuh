@@ -6,8 +6,11 @@ typedef unsigned int u32;
 typedef unsigned short u16;
 typedef unsigned char u8;
 
-#if DEPTH != 2 && DEPTH != 3
-#error "DEPTH is 2 or 3"
+#ifndef ASYNC
+#define ASYNC 0  // nf4_mma.cu: the weights come through a ring of shared memory (cp.async), not registers
+#endif
+#if ASYNC ? (DEPTH < 2 || DEPTH > 8) : (DEPTH != 2 && DEPTH != 3)
+#error "DEPTH is 2 or 3 (2 to 8 with ASYNC)"
 #endif
 
 #define THREADS (WARPS * 32)

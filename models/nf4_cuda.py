@@ -34,14 +34,14 @@ MAX_BATCH = 4  # nf4_gemv.cu's; nf4_mma.cu takes up to 8 sequences (the columns 
 MMA_MAX_BATCH = 8
 LUT_BYTES = 256 * 64 * 4 + 3 * 256 * 4  # the pair table (a 256-byte row per byte value), 3 nested code tables
 HOLE_CHUNKS = 256 * 8  # 16-byte chunks of inputs that fit in the unused halves of the pair table's rows
-CUDA_KEYS = ("R", "WARPS", "MINB", "DEPTH", "MMA")
+CUDA_KEYS = ("R", "WARPS", "MINB", "DEPTH", "MMA", "ASYNC", "PREFETCH")
 # the smallest batch whose products run on the tensor cores by default (nf4_mma.cu): at batch 4 on an H200 each
 # product of the 13B step took 13-38 % less time than on nf4_gemv.cu (whose HFMA2 per pair and sequence limits it
 # there), at batch 1 25-49 % more with its best tilings, about as long as at batch 4 (docs/benchmarks.md section
 # 6). Batches 2 and 3 were not timed: nf4_gemv.cu's times between its batch 1 and 4 put batch 2 on its side.
 MMA_FROM_BATCH = 3
-MMA_CONFIG = {"MMA": 1, "WARPS": 8, "MINB": 2, "DEPTH": 2}
-MMA_RESIDUAL_CONFIG = {"MMA": 1, "WARPS": 16, "MINB": 1, "DEPTH": 3}  # o and down: 17-21 % less time at batch 4
+MMA_CONFIG = {"MMA": 1, "WARPS": 8, "MINB": 2, "DEPTH": 4, "ASYNC": 1, "PREFETCH": 0}
+MMA_RESIDUAL_CONFIG = {"MMA": 1, "WARPS": 16, "MINB": 1, "DEPTH": 4, "ASYNC": 1, "PREFETCH": 0}  # o and down
 
 
 def default_config(batch: int, epilogue: int, k: int, mma: bool | None = None) -> dict:
@@ -322,8 +322,15 @@ def launch(x, weights, epilogue: int, residual, out, config=None, pdl: bool = Fa
     config = dict(default_config(batch, epilogue, k, mma), **given)
     if config.get("MMA"):
         config = {key: config[key] for key in MMA_CONFIG}
-        if config["DEPTH"] not in (2, 3) or not 1 <= config["WARPS"] <= 16 or config["MINB"] < 1:
+        depths = range(2, 9) if config["ASYNC"] else (2, 3)
+        if (
+            config["DEPTH"] not in depths
+            or not 1 <= config["WARPS"] <= 16
+            or config["MINB"] < 1
+            or config["PREFETCH"] not in (0, 128, 256)
+        ):
             raise ValueError(f"nf4_cuda: no such tiling {config}")
+        config = _ring_that_fits(config, epilogue, shared_limit(x.device))
     else:
         config = dict(config, MMA=0)
         if config["DEPTH"] not in (2, 3) or not 1 <= config["WARPS"] <= 32 or config["R"] < 1 or config["MINB"] < 1:
@@ -358,7 +365,7 @@ def _launch(x, weights, epilogue: int, residual, out, config: dict, pdl: bool):
     first = weights[0]
     mma = bool(config["MMA"])
     rows = 16 if mma else config["R"]
-    holes, shared = (False, LUT_BYTES) if mma else input_layout(batch, k)
+    holes, shared = (False, mma_shared(config, epilogue)) if mma else input_layout(batch, k)
     if shared > shared_limit(x.device):
         return None
     if x.stride(1) != 1 or x.stride(0) % 8 or x.data_ptr() % 16:  # the kernel reads inputs as 16-byte chunks
@@ -417,6 +424,22 @@ def _launch(x, weights, epilogue: int, residual, out, config: dict, pdl: bool):
         _check(lib, lib.cuLaunchKernel(found.function, grid, 1, 1, found.threads, 1, 1, shared, stream, args,
                                        None), "launching the NF4 kernel")  # fmt: skip
     return out
+
+
+def _ring_that_fits(config: dict, epilogue: int, limit: int) -> dict:
+    """``config`` with as many ring steps as the device's shared memory holds (down to 2), or without the ring
+    (ASYNC=0, registers) where not even 2 fit: an RTX 4090's block has 99 KB, an H100's 227 KB. The sums and their
+    order are the same either way: so are the bits."""
+    while config["ASYNC"] and mma_shared(config, epilogue) > limit:
+        config = dict(config, DEPTH=config["DEPTH"] - 1) if config["DEPTH"] > 2 else dict(config, ASYNC=0, DEPTH=2)
+    return config
+
+
+def mma_shared(config: dict, epilogue: int) -> int:
+    """The shared memory a block of nf4_mma.cu needs: the pair table, and with ASYNC each warp's ring of DEPTH
+    steps (1,408 bytes per step and weight: 16 rows x 64 bytes, then three words per lane)."""
+    slots = 2 if epilogue == SILU_MUL else 1
+    return LUT_BYTES + (config["WARPS"] * config["DEPTH"] * slots * 1408 if config.get("ASYNC") else 0)
 
 
 def input_layout(batch: int, k: int) -> tuple[bool, int]:

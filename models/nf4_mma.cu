@@ -22,8 +22,17 @@
 // After a unit each warp writes its sums to shared memory (two buffers, so one barrier per unit) and warp 0 adds
 // the warps' sums in a fixed order, applies the epilogue and writes: deterministic for a given WARPS.
 //
+// ASYNC: the weights' bytes and scales come through a ring of DEPTH steps per warp in shared memory (cp.async, after
+// the pair table), not registers. Register loads cannot stay in flight while older ones are used: the compiler
+// tracks every global load of a warp on one scoreboard, so using step t's registers waits for step t + 1's bytes as
+// well (and for the inputs', loaded in the step), and a warp has one step's bytes in flight whatever DEPTH is. A
+// cp.async group is waited for by count (cp.async.wait_group), so DEPTH - 1 steps stay in flight, without
+// registers. A lane copies 16 bytes of a row (rows g and g + 8, bytes 16t of the step's 64), so a copy covers whole
+// 64-byte pieces of 8 rows; each row's two 32-byte halves (one scale block each) are swapped in rows 2, 3 (mod 4) so
+// that the lanes' 8-byte reads of one block never meet in a bank.
+//
 // Compile-time constants (-D): B (sequences, 1-8), WARPS (at most 16), MINB, DEPTH (steps whose bytes a warp has
-// requested: 2 or 3), EPILOGUE (0 plain, 1 + residual, 2 silu(gate) * up), NESTED, XF16, PDL, and SMEM_AT: the
+// requested: 2 or 3; with ASYNC the ring's steps, 2 to 8), EPILOGUE (0 plain, 1 + residual, 2 silu(gate) * up), NESTED, XF16, PDL, and SMEM_AT: the
 // shared-memory address of the dynamic shared memory where models/nf4_cuda.py has read it (nf4_mma_smem_at), so
 // the table loads take it as an immediate offset (on Hopper the compiler adds a run-time base otherwise, one more
 // instruction per pair); -1: not known.
@@ -39,6 +48,50 @@
 
 #define SLOTS (EPILOGUE == 2 ? 2 : 1)  // the pair table's rows (LUT_WORDS) have their words 32.. free
 #define PART_WORDS (WARPS * SLOTS * 4 * 32)  // one buffer of a unit's sums, in the free halves (2 buffers fit)
+
+#if ASYNC
+#define STAGE_BYTES 1408  // one slot of one step in a warp's ring: 16 rows x 64 bytes, then 3 words per lane
+#define SCALE_AT 1024     // the word holding each lane's u8 scale code (NESTED)
+#define NESTED_AT 1152    // its nested scale, or the fp32 scale
+#define META_AT 1280      // 0x100: no such block or row (scale 0); else the code's bit offset in its word
+#define RING_BYTES (WARPS * DEPTH * SLOTS * STAGE_BYTES)
+#ifndef PREFETCH
+#define PREFETCH 0  // 128 or 256: each copy also brings that many bytes around it into L2
+#endif
+#if PREFETCH == 128
+#define CP_PREFETCH ".L2::128B"
+#elif PREFETCH == 256
+#define CP_PREFETCH ".L2::256B"
+#else
+#define CP_PREFETCH ""
+#endif
+
+__device__ __forceinline__ void copy16(u32 to, const void* from, bool whole) {  // zeros where not whole
+  asm volatile("cp.async.cg.shared.global" CP_PREFETCH " [%0], [%1], 16, %2;" ::"r"(to), "l"(from),
+               "r"(whole ? 16 : 0)
+               : "memory");
+}
+
+__device__ __forceinline__ void copy4(u32 to, const void* from, bool whole) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(to), "l"(from), "r"(whole ? 4 : 0) : "memory");
+}
+
+__device__ __forceinline__ uint2 lds64(u32 at) {
+  uint2 v;
+  asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "r"(at) : "memory");
+  return v;
+}
+
+__device__ __forceinline__ u32 lds32(u32 at) {
+  u32 v;
+  asm volatile("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"(at) : "memory");
+  return v;
+}
+
+__device__ __forceinline__ int half_at(int row, int h) {  // where half h (scale block h of the step) of a row is
+  return row * 64 + 32 * (h ^ ((row >> 1) & 1));
+}
+#endif
 
 __device__ __forceinline__ uint2 load_stream(const void* p) {
   uint2 v;
@@ -64,7 +117,7 @@ struct Load {  // where one lane's requests for a unit go
   int block[SLOTS];           // that scale's index among the weight's scales
   const float* nested[SLOTS];
   bool scale_ok[SLOTS];  // that row exists (a row past the end reads the last row's bytes, scaled by 0)
-};
+};  // with ASYNC, codes are at byte 16t (the 16 bytes this lane copies) instead of 8t
 
 struct Cur {  // what the arithmetic of a unit needs
   float offset[SLOTS];
@@ -107,7 +160,8 @@ __device__ __forceinline__ void load_of(const Weights& w, int unit, int K, int l
     const int wi = EPILOGUE == 2 ? j : which;
     const int last = w.n[wi] - 1;
 #pragma unroll
-    for (int r = 0; r < 2; ++r) l.codes[j][r] = w.packed[wi] + (size_t)min(row0 + g + 8 * r, last) * (K / 2) + t * 8;
+    for (int r = 0; r < 2; ++r)
+      l.codes[j][r] = w.packed[wi] + (size_t)min(row0 + g + 8 * r, last) * (K / 2) + t * (ASYNC ? 16 : 8);
     const int srow = row0 + g + 8 * (t >> 1);
     l.scale_ok[j] = srow <= last;
     l.block[j] = min(srow, last) * (K / 64) + (t & 1);
@@ -145,6 +199,57 @@ __device__ __forceinline__ void load_step(const Load& l, int s, int K, int lane,
     }
   }
 }
+
+#if ASYNC
+// step s's bytes and scales into ``stage`` (the shared-memory address of this warp's ring step), as cp.async
+// copies: where K ends halfway through the step, the second block's bytes are zeros and its scale is 0
+__device__ __forceinline__ void copy_step(const Load& l, int s, int K, int lane, int nb2_shift, u32 stage) {
+  const bool second = 2 * s + 1 < (K >> 6);
+  const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int j = 0; j < SLOTS; ++j) {
+    const u32 at = stage + j * STAGE_BYTES;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const bool whole = second || t < 2;  // bytes 32 .. 63 of the step are the second block
+      const u8* from = l.codes[j][r] + s * 64 - (whole ? 0 : 32);  // a readable address even where nothing is read
+      copy16(at + half_at(g + 8 * r, t >> 1) + 16 * (t & 1), from, whole);
+    }
+    const bool ok = l.scale_ok[j] && (second || !(lane & 1));
+    const int o = ok ? 2 * s : 0;  // (block 0 of the lane's row exists)
+#if NESTED
+    const u8* code = l.absmax[j] + o;
+    copy4(at + SCALE_AT + lane * 4, (const void*)((size_t)code & ~(size_t)3), ok);
+    copy4(at + NESTED_AT + lane * 4, l.nested[j] + ((l.block[j] + o) >> nb2_shift), ok);
+    const u32 meta = ok ? ((u32)(size_t)code & 3u) * 8u : 0x100u;
+#else
+    copy4(at + NESTED_AT + lane * 4, (const float*)l.absmax[j] + o, ok);
+    const u32 meta = ok ? 0u : 0x100u;
+#endif
+    asm volatile("st.shared.u32 [%0], %1;" ::"r"(at + META_AT + lane * 4), "r"(meta) : "memory");
+  }
+}
+
+// a ring step as compute() takes it: lane (g, t) reads bytes 8t .. 8t + 7 of each block of rows g, g + 8
+__device__ __forceinline__ void read_step(u32 stage, int lane, Step& st) {
+  const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int j = 0; j < SLOTS; ++j) {
+    const u32 at = stage + j * STAGE_BYTES;
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) st.codes[j][r][h] = lds64(at + half_at(g + 8 * r, h) + 8 * t);
+    const u32 meta = lds32(at + META_AT + lane * 4);
+#if NESTED
+    st.q[j] = (meta & 0x100u) ? 0x100u : (lds32(at + SCALE_AT + lane * 4) >> meta) & 255u;
+#else
+    st.q[j] = meta;
+#endif
+    st.nested[j] = __uint_as_float(lds32(at + NESTED_AT + lane * 4));
+  }
+}
+#endif
 
 extern __shared__ __align__(16) u32 smem[];  // the pair table first (LUT_WORDS), then the nested code tables
 
@@ -283,15 +388,36 @@ extern "C" __global__ void __launch_bounds__(THREADS, MINB) nf4_mma(
   Load ld;
   Cur cur;
   int lunit = blockIdx.x, lst = 0;
+#define NEXT_STEP()                                                         \
+  if (++lst == my) {                                                        \
+    lst = 0;                                                                \
+    lunit += gridDim.x;                                                     \
+    if (lunit < units) load_of(w, lunit, K, lane, ld);                      \
+  }
+#if ASYNC
+  const u32 ring = (u32)__cvta_generic_to_shared(smem) + (LUT_WORDS + 3 * 256) * 4 + warp * DEPTH * SLOTS * STAGE_BYTES;
+  int wstage = 0;  // the ring step the next copy goes to
+#define COPY(t)                                                             \
+  {                                                                         \
+    if ((t) < total) {                                                      \
+      copy_step(ld, s0 + lst, K, lane, nb2_shift, ring + wstage * (SLOTS * STAGE_BYTES)); \
+      NEXT_STEP();                                                          \
+    }                                                                       \
+    asm volatile("cp.async.commit_group;" ::: "memory");                    \
+    wstage = wstage == DEPTH - 1 ? 0 : wstage + 1;                          \
+  }
+  if (mine > 0) {
+    load_of(w, blockIdx.x, K, lane, ld);
+    cur_of(w, blockIdx.x, cur);
+#pragma unroll
+    for (int i = 0; i < DEPTH - 1; ++i) COPY(i);
+  }
+#else
   Step a, b, c;
 #define LOAD(t, buf)                                                        \
   if ((t) < total) {                                                        \
     load_step(ld, s0 + lst, K, lane, nb2_shift, buf);                       \
-    if (++lst == my) {                                                      \
-      lst = 0;                                                              \
-      lunit += gridDim.x;                                                   \
-      if (lunit < units) load_of(w, lunit, K, lane, ld);                    \
-    }                                                                       \
+    NEXT_STEP();                                                            \
   }
   if (mine > 0) {
     load_of(w, blockIdx.x, K, lane, ld);
@@ -301,6 +427,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, MINB) nf4_mma(
     LOAD(1, b);
 #endif
   }
+#endif
   fill_tables(lut, ncode, code, w, warp, lane, !XF16);  // the pairs in the inputs' dtype
 #if PDL && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");  // the inputs (and the residual) come from the previous kernel
@@ -321,9 +448,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, MINB) nf4_mma(
   }
   int st = 0;
   const u16* xrow = x + (size_t)min(lane >> 2, B - 1) * stride_x + (lane & 3) * 16;
-#define STEP(now, ahead)                                                                             \
+#define COMPUTE(now)                                                                                 \
   {                                                                                                  \
-    LOAD(t + DEPTH - 1, ahead);                                                                      \
     compute(now, cur, s0 + st, xrow, K, ncode, lane, acc);                                           \
     if (++st == my) {                                                                                \
       finish(w, unit, buf, acc, warp, lane, res, stride_res, out, stride_out);                       \
@@ -333,7 +459,29 @@ extern "C" __global__ void __launch_bounds__(THREADS, MINB) nf4_mma(
       if (t + 1 < total) cur_of(w, unit, cur);                                                        \
     }                                                                                                \
   }
+#if ASYNC
+  int rstage = 0;  // the ring step this step reads
+  for (int t = 0; t < total; ++t) {
+    __syncwarp();  // every lane has read the ring step the copy below refills (step t - 1's)
+    COPY(t + DEPTH - 1);
+    asm volatile("cp.async.wait_group %0;" ::"n"(DEPTH - 1) : "memory");  // step t's copies have landed ...
+    __syncwarp();  // ... every lane's
+    Step now;
+    read_step(ring + rstage * (SLOTS * STAGE_BYTES), lane, now);
+    rstage = rstage == DEPTH - 1 ? 0 : rstage + 1;
+    COMPUTE(now);
+  }
+#undef COPY
+#else
+#define STEP(now, ahead)           \
+  {                                \
+    LOAD(t + DEPTH - 1, ahead);    \
+    COMPUTE(now);                  \
+  }
   RUN_STEPS();
 #undef STEP
 #undef LOAD
+#endif
+#undef COMPUTE
+#undef NEXT_STEP
 }

@@ -47,6 +47,8 @@ def _variants():
                     if not mma:  # where nf4_gemv.cu keeps the inputs
                         defines["XHOLES"] = int(nf4_cuda.input_layout(batch, k)[0])
                     yield defines
+                    if mma:  # the other way the weights may arrive (registers, or the ring), as launch may pick
+                        yield dict(defines, ASYNC=1 - defines["ASYNC"], DEPTH=2 if defines["ASYNC"] else 4)
 
 
 def _resources(cubin: bytes, tmp_path: Path) -> dict:
@@ -101,6 +103,21 @@ def test_without_a_cuda_device_the_kernel_declines():
 def test_a_pipeline_depth_the_kernel_does_not_have_is_refused_at_compile_time(nvrtc):
     with pytest.raises(nf4_cuda.CudaError, match="DEPTH is 2 or 3"):
         nf4_cuda.compile_cubin(dict(next(_variants()), DEPTH=4), "sm_90")
+    ring = dict(nf4_cuda.MMA_CONFIG, ASYNC=1, B=4, EPILOGUE=0, NESTED=1, XF16=0, PDL=1)
+    with pytest.raises(nf4_cuda.CudaError, match="2 to 8 with ASYNC"):
+        nf4_cuda.compile_cubin(dict(ring, DEPTH=9), "sm_90")
+
+
+def test_the_ring_of_shared_memory_shrinks_to_what_the_device_has():
+    ring = dict(nf4_cuda.MMA_CONFIG, ASYNC=1, WARPS=8, DEPTH=4)
+    h100, rtx4090 = 227 * 1024, 99 * 1024  # shared memory one block may have
+    assert nf4_cuda._ring_that_fits(ring, nf4_cuda.PLAIN, h100) == ring
+    # an RTX 4090: the pair table (67 KB) leaves room for 2 steps of 8 warps, not 4
+    assert nf4_cuda._ring_that_fits(ring, nf4_cuda.PLAIN, rtx4090) == dict(ring, DEPTH=2)
+    assert nf4_cuda.mma_shared(dict(ring, DEPTH=2), nf4_cuda.PLAIN) <= rtx4090
+    # gate and up need twice the ring: none fits there, the weights then come through registers
+    assert nf4_cuda._ring_that_fits(ring, nf4_cuda.SILU_MUL, rtx4090) == dict(ring, ASYNC=0, DEPTH=2)
+    assert nf4_cuda._ring_that_fits(dict(ring, ASYNC=0, DEPTH=3), nf4_cuda.SILU_MUL, 0)["DEPTH"] == 3  # untouched
 
 
 def test_batches_from_three_go_to_the_tensor_cores_with_their_own_tiling_for_o_and_down():
