@@ -49,6 +49,10 @@
 #define SLOTS (EPILOGUE == 2 ? 2 : 1)  // the pair table's rows (LUT_WORDS) have their words 32.. free
 #define PART_WORDS (WARPS * SLOTS * 4 * 32)  // one buffer of a unit's sums, in the free halves (2 buffers fit)
 
+#ifndef STRIDED
+#define STRIDED 0
+#endif
+
 #if ASYNC
 #define STAGE_BYTES 1408  // one slot of one step in a warp's ring: 16 rows x 64 bytes, then 3 words per lane
 #define SCALE_AT 1024     // the word holding each lane's u8 scale code (NESTED)
@@ -380,7 +384,13 @@ extern "C" __global__ void __launch_bounds__(THREADS, MINB) nf4_mma(
 #endif
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int steps = ((K >> 6) + 1) >> 1;
-  const int s0 = warp * steps / WARPS, my = (warp + 1) * steps / WARPS - s0;  // this warp's steps of every unit
+#if STRIDED  // warp w takes steps w, w + WARPS, ...: the warps read neighbouring pieces of each row at once
+  const int my = warp < steps ? (steps - 1 - warp) / WARPS + 1 : 0;  // this warp's steps of every unit
+#define STEP_OF(i) (warp + (i) * WARPS)
+#else  // warp w takes a range of steps
+  const int s0 = warp * steps / WARPS, my = (warp + 1) * steps / WARPS - s0;
+#define STEP_OF(i) (s0 + (i))
+#endif
   const int mine = blockIdx.x < units ? (units - 1 - blockIdx.x) / gridDim.x + 1 : 0;
   const int total = mine * my;
 
@@ -400,7 +410,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, MINB) nf4_mma(
 #define COPY(t)                                                             \
   {                                                                         \
     if ((t) < total) {                                                      \
-      copy_step(ld, s0 + lst, K, lane, nb2_shift, ring + wstage * (SLOTS * STAGE_BYTES)); \
+      copy_step(ld, STEP_OF(lst), K, lane, nb2_shift, ring + wstage * (SLOTS * STAGE_BYTES)); \
       NEXT_STEP();                                                          \
     }                                                                       \
     asm volatile("cp.async.commit_group;" ::: "memory");                    \
@@ -416,7 +426,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, MINB) nf4_mma(
   Step a, b, c;
 #define LOAD(t, buf)                                                        \
   if ((t) < total) {                                                        \
-    load_step(ld, s0 + lst, K, lane, nb2_shift, buf);                       \
+    load_step(ld, STEP_OF(lst), K, lane, nb2_shift, buf);                       \
     NEXT_STEP();                                                            \
   }
   if (mine > 0) {
@@ -450,7 +460,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, MINB) nf4_mma(
   const u16* xrow = x + (size_t)min(lane >> 2, B - 1) * stride_x + (lane & 3) * 16;
 #define COMPUTE(now)                                                                                 \
   {                                                                                                  \
-    compute(now, cur, s0 + st, xrow, K, ncode, lane, acc);                                           \
+    compute(now, cur, STEP_OF(st), xrow, K, ncode, lane, acc);                                           \
     if (++st == my) {                                                                                \
       finish(w, unit, buf, acc, warp, lane, res, stride_res, out, stride_out);                       \
       unit += gridDim.x;                                                                             \
@@ -484,4 +494,5 @@ extern "C" __global__ void __launch_bounds__(THREADS, MINB) nf4_mma(
 #endif
 #undef COMPUTE
 #undef NEXT_STEP
+#undef STEP_OF
 }
