@@ -229,12 +229,13 @@ def _layer_stack(generator, bandwidth: float, quick: bool) -> list[dict]:
     return rows
 
 
-MMA_CONFIGS = [dict(MMA=1, ASYNC=0, STRIDED=0, WARPS=8, MINB=2, DEPTH=2),
-               *[dict(MMA=1, ASYNC=1, STRIDED=0, WARPS=w, MINB=m, DEPTH=d)
-                 for w, m, d in ((8, 2, 2), (8, 2, 3), (8, 2, 4), (16, 1, 2), (16, 1, 3), (16, 1, 4), (8, 1, 6),
-                                 (4, 4, 4))],
-               dict(MMA=1, ASYNC=1, STRIDED=1, WARPS=8, MINB=2, DEPTH=4),
-               dict(MMA=1, ASYNC=1, STRIDED=1, WARPS=16, MINB=1, DEPTH=4)]  # fmt: skip
+MMA_CONFIGS = [dict(MMA=1, ASYNC=0, STRIDED=1, WARPS=8, MINB=2, DEPTH=2),
+               dict(MMA=1, ASYNC=0, STRIDED=1, WARPS=16, MINB=1, DEPTH=3),
+               dict(MMA=1, ASYNC=1, STRIDED=0, WARPS=8, MINB=2, DEPTH=4),
+               dict(MMA=1, ASYNC=1, STRIDED=0, WARPS=16, MINB=1, DEPTH=4),
+               *[dict(MMA=1, ASYNC=1, STRIDED=1, WARPS=w, MINB=m, DEPTH=d)
+                 for w, m, d in ((8, 2, 3), (8, 2, 4), (16, 1, 3), (16, 1, 4), (16, 1, 6), (8, 1, 8), (4, 4, 6))],
+               dict(MMA=1, ASYNC=1, STRIDED=1, WARPS=8, MINB=2, DEPTH=4, PREFETCH=256)]  # fmt: skip
 PRODUCT_CONFIGS = {  # nf4_gemv.cu's defaults of each product (MMA=0), then the tensor-core kernel's tilings
     1: [dict(MMA=0, R=4, DEPTH=2, WARPS=8, MINB=2), dict(MMA=0, R=2, DEPTH=3, WARPS=8, MINB=2),
         dict(MMA=0, R=2, DEPTH=2, WARPS=8, MINB=3), *MMA_CONFIGS],
@@ -314,7 +315,7 @@ def _per_product(generator, bandwidth: float) -> list[dict]:
             epilogue = {"o": nf4_cuda.RESIDUAL, "down": nf4_cuda.RESIDUAL, "gate_up": nf4_cuda.SILU_MUL}
             for config in configs:
                 full = dict(nf4_cuda.MMA_CONFIG, **config)
-                if config["MMA"] and nf4_cuda.mma_shared(full, epilogue.get(name, 0), batch) > limit:
+                if config["MMA"] and nf4_cuda.mma_shared(full, epilogue.get(name, 0)) > limit:
                     print(f"{name} {config}: more shared memory than a block may have", flush=True)
                     continue  # (the kernel would decline it and the Triton kernel answer)
                 config = dict(config, KERNEL="cuda")

@@ -40,8 +40,8 @@ CUDA_KEYS = ("R", "WARPS", "MINB", "DEPTH", "MMA", "ASYNC", "PREFETCH", "STRIDED
 # there), at batch 1 25-49 % more with its best tilings, about as long as at batch 4 (docs/benchmarks.md section
 # 6). Batches 2 and 3 were not timed: nf4_gemv.cu's times between its batch 1 and 4 put batch 2 on its side.
 MMA_FROM_BATCH = 3
-MMA_CONFIG = {"MMA": 1, "WARPS": 8, "MINB": 2, "DEPTH": 4, "ASYNC": 1, "PREFETCH": 0, "STRIDED": 0}
-MMA_RESIDUAL_CONFIG = {"MMA": 1, "WARPS": 16, "MINB": 1, "DEPTH": 4, "ASYNC": 1, "PREFETCH": 0, "STRIDED": 0}
+MMA_CONFIG = {"MMA": 1, "WARPS": 8, "MINB": 2, "DEPTH": 4, "ASYNC": 1, "PREFETCH": 0, "STRIDED": 1}
+MMA_RESIDUAL_CONFIG = {"MMA": 1, "WARPS": 16, "MINB": 1, "DEPTH": 4, "ASYNC": 1, "PREFETCH": 0, "STRIDED": 1}
 
 
 def default_config(batch: int, epilogue: int, k: int, mma: bool | None = None) -> dict:
@@ -331,7 +331,7 @@ def launch(x, weights, epilogue: int, residual, out, config=None, pdl: bool = Fa
             or config["STRIDED"] not in (0, 1)
         ):
             raise ValueError(f"nf4_cuda: no such tiling {config}")
-        config = _ring_that_fits(config, epilogue, batch, shared_limit(x.device))
+        config = _ring_that_fits(config, epilogue, shared_limit(x.device))
     else:
         config = dict(config, MMA=0)
         if config["DEPTH"] not in (2, 3) or not 1 <= config["WARPS"] <= 32 or config["R"] < 1 or config["MINB"] < 1:
@@ -366,7 +366,7 @@ def _launch(x, weights, epilogue: int, residual, out, config: dict, pdl: bool):
     first = weights[0]
     mma = bool(config["MMA"])
     rows = 16 if mma else config["R"]
-    holes, shared = (False, mma_shared(config, epilogue, batch)) if mma else input_layout(batch, k)
+    holes, shared = (False, mma_shared(config, epilogue)) if mma else input_layout(batch, k)
     if shared > shared_limit(x.device):
         return None
     if x.stride(1) != 1 or x.stride(0) % 8 or x.data_ptr() % 16:  # the kernel reads inputs as 16-byte chunks
@@ -427,22 +427,20 @@ def _launch(x, weights, epilogue: int, residual, out, config: dict, pdl: bool):
     return out
 
 
-def _ring_that_fits(config: dict, epilogue: int, batch: int, limit: int) -> dict:
+def _ring_that_fits(config: dict, epilogue: int, limit: int) -> dict:
     """``config`` with as many ring steps as the device's shared memory holds (down to 2), or without the ring
     (ASYNC=0, registers) where not even 2 fit: an RTX 4090's block has 99 KB, an H100's 227 KB. The sums and their
     order are the same either way: so are the bits."""
-    while config["ASYNC"] and mma_shared(config, epilogue, batch) > limit:
+    while config["ASYNC"] and mma_shared(config, epilogue) > limit:
         config = dict(config, DEPTH=config["DEPTH"] - 1) if config["DEPTH"] > 2 else dict(config, ASYNC=0, DEPTH=2)
     return config
 
 
-def mma_shared(config: dict, epilogue: int, batch: int) -> int:
+def mma_shared(config: dict, epilogue: int) -> int:
     """The shared memory a block of nf4_mma.cu needs: the pair table, and with ASYNC each warp's ring of DEPTH
-    steps: 1,408 bytes per weight (16 rows x 64 bytes, then three words per lane), then 272 per sequence (its 128
-    inputs and 16 bytes that keep the lanes' reads apart in the banks)."""
+    steps (1,408 bytes per step and weight: 16 rows x 64 bytes, then three words per lane)."""
     slots = 2 if epilogue == SILU_MUL else 1
-    step = slots * 1408 + batch * 272
-    return LUT_BYTES + (config["WARPS"] * config["DEPTH"] * step if config.get("ASYNC") else 0)
+    return LUT_BYTES + (config["WARPS"] * config["DEPTH"] * slots * 1408 if config.get("ASYNC") else 0)
 
 
 def input_layout(batch: int, k: int) -> tuple[bool, int]:

@@ -58,8 +58,7 @@
 #define SCALE_AT 1024     // the word holding each lane's u8 scale code (NESTED)
 #define NESTED_AT 1152    // its nested scale, or the fp32 scale
 #define META_AT 1280      // 0x100: no such block or row (scale 0); else the code's bit offset in its word
-#define X_STRIDE 272       // a sequence's 128 inputs of a step in the ring (+ 16 bytes: no two lanes meet in a bank)
-#define RING_STEP (SLOTS * STAGE_BYTES + B * X_STRIDE)  // a warp's ring step: the weights', then the inputs
+#define RING_BYTES (WARPS * DEPTH * SLOTS * STAGE_BYTES)
 #ifndef PREFETCH
 #define PREFETCH 0  // 128 or 256: each copy also brings that many bytes around it into L2
 #endif
@@ -90,13 +89,6 @@ __device__ __forceinline__ uint2 lds64(u32 at) {
 __device__ __forceinline__ u32 lds32(u32 at) {
   u32 v;
   asm volatile("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"(at) : "memory");
-  return v;
-}
-
-__device__ __forceinline__ uint4 lds128(u32 at) {
-  uint4 v;
-  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(at)
-               : "memory");
   return v;
 }
 
@@ -140,9 +132,6 @@ struct Step {
   uint2 codes[SLOTS][2][2];  // [slot][row g, g + 8][block]
   u32 q[SLOTS];              // the scale's u8 code (NESTED); bit 8 set: no such block or row, scale 0
   float nested[SLOTS];       // its nested scale (NESTED), or the fp32 scale
-#if ASYNC
-  uint4 x[2][2];  // [block][half]: inputs 16t .. 16t + 15 of the block, of sequence g (from the ring)
-#endif
 };
 
 __device__ __forceinline__ int weight_of(const Weights& w, int unit, int& first) {
@@ -245,30 +234,9 @@ __device__ __forceinline__ void copy_step(const Load& l, int s, int K, int lane,
   }
 }
 
-// step s's inputs (B x 128, after the weights' part of the ring step ``stage``): zeros past K
-__device__ __forceinline__ void copy_x(const u16* x, int stride_x, int s, int K, int lane, u32 stage) {
-  const bool second = 2 * s + 1 < (K >> 6);
-#pragma unroll
-  for (int i = 0; i < (B * 16 + 31) / 32; ++i) {
-    const int c = i * 32 + lane;  // 16-byte chunk c: sequence c / 16, inputs 8 (c % 16) .. + 7 of the step
-    if (B * 16 % 32 == 0 || c < B * 16) {
-      const int part = c & 15;
-      const bool whole = second || part < 8;
-      const u16* from = x + (size_t)(c >> 4) * stride_x + s * 128 + part * 8 - (whole ? 0 : 64);
-      copy16(stage + SLOTS * STAGE_BYTES + (c >> 4) * X_STRIDE + part * 16, from, whole);
-    }
-  }
-}
-
-// a ring step as compute() takes it: lane (g, t) reads bytes 8t .. 8t + 7 of each block of rows g, g + 8, and
-// inputs 16t .. 16t + 15 of each block of sequence g (of the last one for lanes past it)
+// a ring step as compute() takes it: lane (g, t) reads bytes 8t .. 8t + 7 of each block of rows g, g + 8
 __device__ __forceinline__ void read_step(u32 stage, int lane, Step& st) {
   const int g = lane >> 2, t = lane & 3;
-  const u32 xa = stage + SLOTS * STAGE_BYTES + min(g, B - 1) * X_STRIDE + 32 * t;
-#pragma unroll
-  for (int h = 0; h < 2; ++h)
-#pragma unroll
-    for (int q = 0; q < 2; ++q) st.x[h][q] = lds128(xa + 128 * h + 16 * q);
 #pragma unroll
   for (int j = 0; j < SLOTS; ++j) {
     const u32 at = stage + j * STAGE_BYTES;
@@ -317,16 +285,12 @@ __device__ __forceinline__ void compute(const Step& st, const Cur& c, int s, con
   const int g = lane >> 2;
   const u32 lane4 = lane * 4;
   const bool second = 2 * s + 1 < (K >> 6);
-#if ASYNC
-  const uint4(&xv)[2][2] = st.x;
-#else
   uint4 xv[2][2];  // [block][half]: inputs 16t .. 16t + 15 of the block
   const uint4* p = (const uint4*)(xrow + s * 128);
   xv[0][0] = p[0];
   xv[0][1] = p[1];
   xv[1][0] = second ? p[8] : make_uint4(0u, 0u, 0u, 0u);
   xv[1][1] = second ? p[9] : make_uint4(0u, 0u, 0u, 0u);
-#endif
   float scale[SLOTS];  // row g + 8 * (t / 2), block t % 2 of this step
 #pragma unroll
   for (int j = 0; j < SLOTS; ++j) {
@@ -441,28 +405,22 @@ extern "C" __global__ void __launch_bounds__(THREADS, MINB) nf4_mma(
     if (lunit < units) load_of(w, lunit, K, lane, ld);                      \
   }
 #if ASYNC
-  const u32 ring = (u32)__cvta_generic_to_shared(smem) + (LUT_WORDS + 3 * 256) * 4 + warp * DEPTH * RING_STEP;
-  int wstage = DEPTH - 1;  // the ring step the next copy goes to (steps 0 .. DEPTH - 2 are the first ones')
-#define COPY(t)                                                                \
-  {                                                                            \
-    if ((t) < total) {                                                         \
-      const int s_ = STEP_OF(lst);                                             \
-      copy_step(ld, s_, K, lane, nb2_shift, ring + wstage * RING_STEP);        \
-      copy_x(x, stride_x, s_, K, lane, ring + wstage * RING_STEP);             \
-      NEXT_STEP();                                                             \
-    }                                                                          \
-    asm volatile("cp.async.commit_group;" ::: "memory");                       \
-    wstage = wstage == DEPTH - 1 ? 0 : wstage + 1;                             \
+  const u32 ring = (u32)__cvta_generic_to_shared(smem) + (LUT_WORDS + 3 * 256) * 4 + warp * DEPTH * SLOTS * STAGE_BYTES;
+  int wstage = 0;  // the ring step the next copy goes to
+#define COPY(t)                                                             \
+  {                                                                         \
+    if ((t) < total) {                                                      \
+      copy_step(ld, STEP_OF(lst), K, lane, nb2_shift, ring + wstage * (SLOTS * STAGE_BYTES)); \
+      NEXT_STEP();                                                          \
+    }                                                                       \
+    asm volatile("cp.async.commit_group;" ::: "memory");                    \
+    wstage = wstage == DEPTH - 1 ? 0 : wstage + 1;                          \
   }
-  if (mine > 0) {  // (their inputs follow the wait below: the previous kernel writes them)
+  if (mine > 0) {
     load_of(w, blockIdx.x, K, lane, ld);
     cur_of(w, blockIdx.x, cur);
 #pragma unroll
-    for (int i = 0; i < DEPTH - 1; ++i)
-      if (i < total) {
-        copy_step(ld, STEP_OF(lst), K, lane, nb2_shift, ring + i * RING_STEP);
-        NEXT_STEP();
-      }
+    for (int i = 0; i < DEPTH - 1; ++i) COPY(i);
   }
 #else
   Step a, b, c;
@@ -500,15 +458,6 @@ extern "C" __global__ void __launch_bounds__(THREADS, MINB) nf4_mma(
   }
   int st = 0;
   const u16* xrow = x + (size_t)min(lane >> 2, B - 1) * stride_x + (lane & 3) * 16;
-#if ASYNC
-  // the first DEPTH - 1 steps' inputs, a group each: group i then holds step i's inputs and, for i = 0, the
-  // weights of them all, so that waiting for all but the newest DEPTH - 1 groups below is right from step 0 on
-#pragma unroll
-  for (int i = 0; i < DEPTH - 1; ++i) {
-    if (i < total) copy_x(x, stride_x, STEP_OF(i % my), K, lane, ring + i * RING_STEP);
-    asm volatile("cp.async.commit_group;" ::: "memory");
-  }
-#endif
 #define COMPUTE(now)                                                                                 \
   {                                                                                                  \
     compute(now, cur, STEP_OF(st), xrow, K, ncode, lane, acc);                                           \
@@ -528,7 +477,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, MINB) nf4_mma(
     asm volatile("cp.async.wait_group %0;" ::"n"(DEPTH - 1) : "memory");  // step t's copies have landed ...
     __syncwarp();  // ... every lane's
     Step now;
-    read_step(ring + rstage * RING_STEP, lane, now);
+    read_step(ring + rstage * (SLOTS * STAGE_BYTES), lane, now);
     rstage = rstage == DEPTH - 1 ? 0 : rstage + 1;
     COMPUTE(now);
   }
