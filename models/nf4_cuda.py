@@ -34,25 +34,29 @@ MAX_BATCH = 4  # nf4_gemv.cu's; nf4_mma.cu takes up to 8 sequences (the columns 
 MMA_MAX_BATCH = 8
 LUT_BYTES = 256 * 64 * 4 + 3 * 256 * 4  # the pair table (a 256-byte row per byte value), 3 nested code tables
 HOLE_CHUNKS = 256 * 8  # 16-byte chunks of inputs that fit in the unused halves of the pair table's rows
-CUDA_KEYS = ("R", "WARPS", "MINB", "DEPTH", "MMA", "ASYNC", "PREFETCH", "STRIDED")
+CUDA_KEYS = ("R", "WARPS", "MINB", "DEPTH", "MMA", "ASYNC", "PREFETCH")
 # the smallest batch whose products run on the tensor cores by default (nf4_mma.cu): at batch 4 on an H200 each
 # product of the 13B step took 13-38 % less time than on nf4_gemv.cu (whose HFMA2 per pair and sequence limits it
 # there), at batch 1 25-49 % more with its best tilings, about as long as at batch 4 (docs/benchmarks.md section
 # 6). Batches 2 and 3 were not timed: nf4_gemv.cu's times between its batch 1 and 4 put batch 2 on its side.
 MMA_FROM_BATCH = 3
-MMA_CONFIG = {"MMA": 1, "WARPS": 8, "MINB": 2, "DEPTH": 4, "ASYNC": 1, "PREFETCH": 0, "STRIDED": 1}
-MMA_RESIDUAL_CONFIG = {"MMA": 1, "WARPS": 16, "MINB": 1, "DEPTH": 4, "ASYNC": 1, "PREFETCH": 0, "STRIDED": 1}
+# its tilings, the fastest at batch 4 on an H200 (bench/gpu_kernels.py --products): the weights through a ring of 4
+# steps per warp (ASYNC); 8 warps, 2 blocks per multiprocessor (q·k·v, gate·up: 1 for gate·up, whose ring is twice
+# as large), 16 warps for o and down (N = 5,120: fewer units to share out)
+MMA_CONFIG = {"MMA": 1, "WARPS": 8, "MINB": 2, "DEPTH": 4, "ASYNC": 1, "PREFETCH": 0}
+MMA_RESIDUAL_CONFIG = {"MMA": 1, "WARPS": 16, "MINB": 1, "DEPTH": 4, "ASYNC": 1, "PREFETCH": 0}
 
 
 def default_config(batch: int, epilogue: int, k: int, mma: bool | None = None) -> dict:
-    """The tensor-core kernel's tiling (``MMA_CONFIG``, ``MMA_RESIDUAL_CONFIG`` for o and down: warps per block,
-    blocks per multiprocessor, DEPTH) from ``MMA_FROM_BATCH`` sequences on, or where ``mma`` asks for it; otherwise
-    nf4_gemv.cu's: rows per warp (R), warps per block, blocks per multiprocessor the compiler must allow for
-    (registers), and DEPTH: steps whose bytes a warp has requested (2: the next one while it computes this one).
-    The fastest of each product of the 13B step on an H200 (bench/gpu_kernels.py --products, docs/benchmarks.md
-    section 6): at batch 1, 4 rows per warp one step ahead, but gate·up (2 rows of each) two steps ahead, and rows
-    of 8,192 weights or more (down) 2 rows per warp with 3 blocks per multiprocessor; larger batches need more
-    registers per row, so fewer rows per warp and more warps."""
+    """The tensor-core kernel's tiling (``MMA_CONFIG``, ``MMA_RESIDUAL_CONFIG`` for o and down: warps per block, blocks
+    per multiprocessor, DEPTH, ASYNC, PREFETCH; ``launch`` shortens the ring to the device's shared memory) from
+    ``MMA_FROM_BATCH`` sequences on, or where ``mma`` asks for it; otherwise nf4_gemv.cu's: rows per warp (R), warps
+    per block, blocks per multiprocessor the compiler must allow for (registers), and DEPTH: steps whose bytes a
+    warp has requested (2: the next one while it computes this one). The fastest of each product of the 13B step on
+    an H200 (bench/gpu_kernels.py --products, docs/benchmarks.md section 6): at batch 1, 4 rows per warp one step
+    ahead, but gate·up (2 rows of each) two steps ahead, and rows of 8,192 weights or more (down) 2 rows per warp
+    with 3 blocks per multiprocessor; larger batches need more registers per row, so fewer rows per warp and more
+    warps."""
     if mma if mma is not None else batch >= MMA_FROM_BATCH:
         return dict(MMA_RESIDUAL_CONFIG if epilogue == RESIDUAL else MMA_CONFIG)
     if batch == 1:
@@ -328,7 +332,6 @@ def launch(x, weights, epilogue: int, residual, out, config=None, pdl: bool = Fa
             or not 1 <= config["WARPS"] <= 16
             or config["MINB"] < 1
             or config["PREFETCH"] not in (0, 128, 256)
-            or config["STRIDED"] not in (0, 1)
         ):
             raise ValueError(f"nf4_cuda: no such tiling {config}")
         config = _ring_that_fits(config, epilogue, shared_limit(x.device))

@@ -29,11 +29,14 @@
 // cp.async group is waited for by count (cp.async.wait_group), so DEPTH - 1 steps stay in flight, without
 // registers. A lane copies 16 bytes of a row (rows g and g + 8, bytes 16t of the step's 64), so a copy covers whole
 // 64-byte pieces of 8 rows; each row's two 32-byte halves (one scale block each) are swapped in rows 2, 3 (mod 4) so
-// that the lanes' 8-byte reads of one block never meet in a bank.
+// that the lanes' 8-byte reads of one block never meet in a bank. On an H200 the ring took 5-15 % off each product
+// at batch 4 (docs/benchmarks.md, section 6); the inputs through the ring as well measured slower (a bigger ring
+// step, fewer blocks per multiprocessor), so they are read from global memory (L1) in the step.
 //
 // Compile-time constants (-D): B (sequences, 1-8), WARPS (at most 16), MINB, DEPTH (steps whose bytes a warp has
-// requested: 2 or 3; with ASYNC the ring's steps, 2 to 8), EPILOGUE (0 plain, 1 + residual, 2 silu(gate) * up), NESTED, XF16, PDL, and SMEM_AT: the
-// shared-memory address of the dynamic shared memory where models/nf4_cuda.py has read it (nf4_mma_smem_at), so
+// requested: 2 or 3; with ASYNC the ring's steps, 2 to 8), ASYNC, PREFETCH (ASYNC: 128 or 256, each copy also
+// brings that many bytes around it into L2), EPILOGUE (0 plain, 1 + residual, 2 silu(gate) * up), NESTED, XF16,
+// PDL, and SMEM_AT: the shared-memory address of the dynamic shared memory where models/nf4_cuda.py has read it (nf4_mma_smem_at), so
 // the table loads take it as an immediate offset (on Hopper the compiler adds a run-time base otherwise, one more
 // instruction per pair); -1: not known.
 
@@ -48,10 +51,6 @@
 
 #define SLOTS (EPILOGUE == 2 ? 2 : 1)  // the pair table's rows (LUT_WORDS) have their words 32.. free
 #define PART_WORDS (WARPS * SLOTS * 4 * 32)  // one buffer of a unit's sums, in the free halves (2 buffers fit)
-
-#ifndef STRIDED
-#define STRIDED 0
-#endif
 
 #if ASYNC
 #define STAGE_BYTES 1408  // one slot of one step in a warp's ring: 16 rows x 64 bytes, then 3 words per lane
@@ -384,13 +383,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, MINB) nf4_mma(
 #endif
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int steps = ((K >> 6) + 1) >> 1;
-#if STRIDED  // warp w takes steps w, w + WARPS, ...: the warps read neighbouring pieces of each row at once
-  const int my = warp < steps ? (steps - 1 - warp) / WARPS + 1 : 0;  // this warp's steps of every unit
-#define STEP_OF(i) (warp + (i) * WARPS)
-#else  // warp w takes a range of steps
-  const int s0 = warp * steps / WARPS, my = (warp + 1) * steps / WARPS - s0;
+  const int s0 = warp * steps / WARPS, my = (warp + 1) * steps / WARPS - s0;  // this warp's steps of every unit
 #define STEP_OF(i) (s0 + (i))
-#endif
   const int mine = blockIdx.x < units ? (units - 1 - blockIdx.x) / gridDim.x + 1 : 0;
   const int total = mine * my;
 
