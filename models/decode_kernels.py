@@ -139,11 +139,11 @@ def attention_split_kernel(
             ok = idx < end
             at = base + idx[:, None] * D + d[None, :]
             keys = tl.load(kc_ptr + at, mask=ok[:, None], other=0.0).to(tl.float32)
+            values = tl.load(vc_ptr + at, mask=ok[:, None], other=0.0)  # requested with the keys, not after them
             scores = tl.where(ok, tl.sum(keys * q[None, :], axis=1), -float("inf"))  # unscaled, as flash's
             m_new = tl.maximum(m, tl.max(scores, axis=0))
             p = tl.exp2(scores * scale_log2 - m_new * scale_log2)
             alpha = tl.exp2(m * scale_log2 - m_new * scale_log2)
-            values = tl.load(vc_ptr + at, mask=ok[:, None], other=0.0)
             # the weights meet the values in the cache's dtype, as in flash attention's tensor-core product (the
             # eager model's SDPA at decode); their sum stays in fp32
             weights = p.to(values.dtype).to(tl.float32)
