@@ -314,7 +314,7 @@ def _per_product(generator, bandwidth: float) -> list[dict]:
                 full = dict(nf4_cuda.MMA_CONFIG, **config)
                 if config["MMA"] and nf4_cuda.mma_shared(full, epilogue.get(name, 0)) > limit:
                     print(f"{name} {config}: more shared memory than a block may have", flush=True)
-                    continue  # (the kernel would decline it and the Triton kernel answer)
+                    continue  # (launch would shorten the ring, and the label would not say what ran)
                 config = dict(config, KERNEL="cuda")
                 seconds = graph_seconds(lambda call=call, config=config: [call(config) for _ in range(40)]) / 40
                 label = " ".join(f"{k}={v}" for k, v in config.items() if k != "KERNEL")

@@ -37,12 +37,12 @@ HOLE_CHUNKS = 256 * 8  # 16-byte chunks of inputs that fit in the unused halves 
 CUDA_KEYS = ("R", "WARPS", "MINB", "DEPTH", "MMA", "ASYNC", "PREFETCH")
 # the smallest batch whose products run on the tensor cores by default (nf4_mma.cu): at batch 4 on an H200 each
 # product of the 13B step took 13-38 % less time than on nf4_gemv.cu (whose HFMA2 per pair and sequence limits it
-# there), at batch 1 25-49 % more with its best tilings, about as long as at batch 4 (docs/benchmarks.md section
-# 6). Batches 2 and 3 were not timed: nf4_gemv.cu's times between its batch 1 and 4 put batch 2 on its side.
+# there), at batch 1 7-31 % more with its best tilings (docs/benchmarks.md section 6). Batches 2 and 3 were not
+# timed: nf4_gemv.cu's times between its batch 1 and 4 put batch 2 on its side.
 MMA_FROM_BATCH = 3
 # its tilings, the fastest at batch 4 on an H200 (bench/gpu_kernels.py --products): the weights through a ring of 4
-# steps per warp (ASYNC); 8 warps, 2 blocks per multiprocessor (q·k·v, gate·up: 1 for gate·up, whose ring is twice
-# as large), 16 warps for o and down (N = 5,120: fewer units to share out)
+# steps per warp (ASYNC); q·k·v and gate·up on blocks of 8 warps (2 a multiprocessor for q·k·v; gate·up's ring is
+# twice as large, 1 fits), o and down on blocks of 16 (N = 5,120: fewer units of 16 rows to share out)
 MMA_CONFIG = {"MMA": 1, "WARPS": 8, "MINB": 2, "DEPTH": 4, "ASYNC": 1, "PREFETCH": 0}
 MMA_RESIDUAL_CONFIG = {"MMA": 1, "WARPS": 16, "MINB": 1, "DEPTH": 4, "ASYNC": 1, "PREFETCH": 0}
 

@@ -29,16 +29,16 @@
 // cp.async group is waited for by count (cp.async.wait_group), so DEPTH - 1 steps stay in flight, without
 // registers. A lane copies 16 bytes of a row (rows g and g + 8, bytes 16t of the step's 64), so a copy covers whole
 // 64-byte pieces of 8 rows; each row's two 32-byte halves (one scale block each) are swapped in rows 2, 3 (mod 4) so
-// that the lanes' 8-byte reads of one block never meet in a bank. On an H200 the ring took 5-15 % off each product
+// that the lanes' 8-byte reads of one block never meet in a bank. On an H200 the ring took 7-11 % off each product
 // at batch 4 (docs/benchmarks.md, section 6); the inputs through the ring as well measured slower (a bigger ring
 // step, fewer blocks per multiprocessor), so they are read from global memory (L1) in the step.
 //
 // Compile-time constants (-D): B (sequences, 1-8), WARPS (at most 16), MINB, DEPTH (steps whose bytes a warp has
 // requested: 2 or 3; with ASYNC the ring's steps, 2 to 8), ASYNC, PREFETCH (ASYNC: 128 or 256, each copy also
 // brings that many bytes around it into L2), EPILOGUE (0 plain, 1 + residual, 2 silu(gate) * up), NESTED, XF16,
-// PDL, and SMEM_AT: the shared-memory address of the dynamic shared memory where models/nf4_cuda.py has read it (nf4_mma_smem_at), so
-// the table loads take it as an immediate offset (on Hopper the compiler adds a run-time base otherwise, one more
-// instruction per pair); -1: not known.
+// PDL, and SMEM_AT: the shared-memory address of the dynamic shared memory where models/nf4_cuda.py has read it
+// (nf4_mma_smem_at), so the table loads take it as an immediate offset (on Hopper the compiler adds a run-time base
+// otherwise, one more instruction per pair); -1: not known.
 
 #include "nf4_common.cuh"
 
@@ -57,7 +57,6 @@
 #define SCALE_AT 1024     // the word holding each lane's u8 scale code (NESTED)
 #define NESTED_AT 1152    // its nested scale, or the fp32 scale
 #define META_AT 1280      // 0x100: no such block or row (scale 0); else the code's bit offset in its word
-#define RING_BYTES (WARPS * DEPTH * SLOTS * STAGE_BYTES)
 #ifndef PREFETCH
 #define PREFETCH 0  // 128 or 256: each copy also brings that many bytes around it into L2
 #endif
@@ -116,11 +115,12 @@ __device__ __forceinline__ void mma(float (&d)[4], u32 a0, u32 a1, u32 a2, u32 a
 
 struct Load {  // where one lane's requests for a unit go
   const u8* codes[SLOTS][2];  // rows g and g + 8 (the last row where they are past the end), byte 8t of block 0
+                              // (ASYNC: byte 16t, the 16 bytes this lane copies)
   const u8* absmax[SLOTS];    // the scale this lane computes: row g + 8 * (t / 2), block t % 2 (u8 code or fp32)
   int block[SLOTS];           // that scale's index among the weight's scales
   const float* nested[SLOTS];
   bool scale_ok[SLOTS];  // that row exists (a row past the end reads the last row's bytes, scaled by 0)
-};  // with ASYNC, codes are at byte 16t (the 16 bytes this lane copies) instead of 8t
+};
 
 struct Cur {  // what the arithmetic of a unit needs
   float offset[SLOTS];
@@ -384,7 +384,6 @@ extern "C" __global__ void __launch_bounds__(THREADS, MINB) nf4_mma(
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int steps = ((K >> 6) + 1) >> 1;
   const int s0 = warp * steps / WARPS, my = (warp + 1) * steps / WARPS - s0;  // this warp's steps of every unit
-#define STEP_OF(i) (s0 + (i))
   const int mine = blockIdx.x < units ? (units - 1 - blockIdx.x) / gridDim.x + 1 : 0;
   const int total = mine * my;
 
@@ -399,16 +398,18 @@ extern "C" __global__ void __launch_bounds__(THREADS, MINB) nf4_mma(
     if (lunit < units) load_of(w, lunit, K, lane, ld);                      \
   }
 #if ASYNC
-  const u32 ring = (u32)__cvta_generic_to_shared(smem) + (LUT_WORDS + 3 * 256) * 4 + warp * DEPTH * SLOTS * STAGE_BYTES;
+  // this warp's ring, after the pair table and the nested code tables
+  const u32 ring =
+      (u32)__cvta_generic_to_shared(smem) + (LUT_WORDS + 3 * 256) * 4 + warp * DEPTH * SLOTS * STAGE_BYTES;
   int wstage = 0;  // the ring step the next copy goes to
-#define COPY(t)                                                             \
-  {                                                                         \
-    if ((t) < total) {                                                      \
-      copy_step(ld, STEP_OF(lst), K, lane, nb2_shift, ring + wstage * (SLOTS * STAGE_BYTES)); \
-      NEXT_STEP();                                                          \
-    }                                                                       \
-    asm volatile("cp.async.commit_group;" ::: "memory");                    \
-    wstage = wstage == DEPTH - 1 ? 0 : wstage + 1;                          \
+#define COPY(t)                                                                           \
+  {                                                                                       \
+    if ((t) < total) {                                                                    \
+      copy_step(ld, s0 + lst, K, lane, nb2_shift, ring + wstage * (SLOTS * STAGE_BYTES)); \
+      NEXT_STEP();                                                                        \
+    }                                                                                     \
+    asm volatile("cp.async.commit_group;" ::: "memory");                                  \
+    wstage = wstage == DEPTH - 1 ? 0 : wstage + 1;                                        \
   }
   if (mine > 0) {
     load_of(w, blockIdx.x, K, lane, ld);
@@ -420,7 +421,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, MINB) nf4_mma(
   Step a, b, c;
 #define LOAD(t, buf)                                                        \
   if ((t) < total) {                                                        \
-    load_step(ld, STEP_OF(lst), K, lane, nb2_shift, buf);                       \
+    load_step(ld, s0 + lst, K, lane, nb2_shift, buf);                       \
     NEXT_STEP();                                                            \
   }
   if (mine > 0) {
@@ -454,7 +455,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, MINB) nf4_mma(
   const u16* xrow = x + (size_t)min(lane >> 2, B - 1) * stride_x + (lane & 3) * 16;
 #define COMPUTE(now)                                                                                 \
   {                                                                                                  \
-    compute(now, cur, STEP_OF(st), xrow, K, ncode, lane, acc);                                           \
+    compute(now, cur, s0 + st, xrow, K, ncode, lane, acc);                                           \
     if (++st == my) {                                                                                \
       finish(w, unit, buf, acc, warp, lane, res, stride_res, out, stride_out);                       \
       unit += gridDim.x;                                                                             \
@@ -488,5 +489,4 @@ extern "C" __global__ void __launch_bounds__(THREADS, MINB) nf4_mma(
 #endif
 #undef COMPUTE
 #undef NEXT_STEP
-#undef STEP_OF
 }
