@@ -293,6 +293,7 @@ def _per_product(generator, bandwidth: float) -> list[dict]:
 
     pdl = grid_overlap.supported(torch.device("cuda"))
     limit = nf4_cuda.shared_limit(torch.device("cuda"))
+    epilogue = {"o": nf4_cuda.RESIDUAL, "down": nf4_cuda.RESIDUAL, "gate_up": nf4_cuda.SILU_MUL}
     square = [quantized(5120, 5120, generator) for _ in range(4)]
     gate, up = quantized(13824, 5120, generator), quantized(13824, 5120, generator)
     pairs = {"qkv": square[:3], "o": square[3:], "gate_up": [gate, up], "down": [quantized(5120, 13824, generator)]}
@@ -309,10 +310,9 @@ def _per_product(generator, bandwidth: float) -> list[dict]:
             "down": lambda c, x=x, res=res: nf4_gemv(x[13824], nf4["down"][0], residual=res, config=c, pdl=pdl),
         }
         for name, call in calls.items():
-            epilogue = {"o": nf4_cuda.RESIDUAL, "down": nf4_cuda.RESIDUAL, "gate_up": nf4_cuda.SILU_MUL}
             for config in configs:
                 full = dict(nf4_cuda.MMA_CONFIG, **config)
-                if config["MMA"] and nf4_cuda.mma_shared(full, epilogue.get(name, 0)) > limit:
+                if config["MMA"] and nf4_cuda._ring_that_fits(full, epilogue.get(name, 0), limit) != full:
                     print(f"{name} {config}: more shared memory than a block may have", flush=True)
                     continue  # (launch would shorten the ring, and the label would not say what ran)
                 config = dict(config, KERNEL="cuda")

@@ -177,10 +177,13 @@ __device__ __forceinline__ void load_of(const Weights& w, int unit, int K, int l
   }
 }
 
+// step s has its second scale block (not where K ends halfway through it, K % 128 == 64); the same for the warp
+__device__ __forceinline__ bool has_second(int s, int K) { return 2 * s + 1 < (K >> 6); }
+
 // step s's bytes and scales (blocks 2s and 2s + 1 of each row). Where K ends halfway through the step (K % 128 ==
 // 64), block 2s + 1 reads nothing: zeros, and its scale is 0 (so are its inputs).
 __device__ __forceinline__ void load_step(const Load& l, int s, int K, int lane, int nb2_shift, Step& st) {
-  const bool second = 2 * s + 1 < (K >> 6);  // the same for the whole warp
+  const bool second = has_second(s, K);
 #pragma unroll
   for (int j = 0; j < SLOTS; ++j) {
 #pragma unroll
@@ -207,7 +210,7 @@ __device__ __forceinline__ void load_step(const Load& l, int s, int K, int lane,
 // step s's bytes and scales into ``stage`` (the shared-memory address of this warp's ring step), as cp.async
 // copies: where K ends halfway through the step, the second block's bytes are zeros and its scale is 0
 __device__ __forceinline__ void copy_step(const Load& l, int s, int K, int lane, int nb2_shift, u32 stage) {
-  const bool second = 2 * s + 1 < (K >> 6);
+  const bool second = has_second(s, K);
   const int g = lane >> 2, t = lane & 3;
 #pragma unroll
   for (int j = 0; j < SLOTS; ++j) {
@@ -218,7 +221,7 @@ __device__ __forceinline__ void copy_step(const Load& l, int s, int K, int lane,
       const u8* from = l.codes[j][r] + s * 64 - (whole ? 0 : 32);  // a readable address even where nothing is read
       copy16(at + half_at(g + 8 * r, t >> 1) + 16 * (t & 1), from, whole);
     }
-    const bool ok = l.scale_ok[j] && (second || !(lane & 1));
+    const bool ok = l.scale_ok[j] && (second || !(lane & 1));  // as in load_step
     const int o = ok ? 2 * s : 0;  // (block 0 of the lane's row exists)
 #if NESTED
     const u8* code = l.absmax[j] + o;
@@ -283,7 +286,7 @@ __device__ __forceinline__ void compute(const Step& st, const Cur& c, int s, con
                                         const float* ncode, int lane, float (&acc)[SLOTS][4]) {
   const int g = lane >> 2;
   const u32 lane4 = lane * 4;
-  const bool second = 2 * s + 1 < (K >> 6);
+  const bool second = has_second(s, K);
   uint4 xv[2][2];  // [block][half]: inputs 16t .. 16t + 15 of the block
   const uint4* p = (const uint4*)(xrow + s * 128);
   xv[0][0] = p[0];
