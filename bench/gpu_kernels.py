@@ -240,10 +240,10 @@ PRODUCT_CONFIGS = {  # nf4_gemv.cu's defaults of each product (MMA=0), then the 
 }  # fmt: skip
 
 
-ATTENTION_TILINGS = [dict(SPLIT=64, BLOCK_L=64, num_warps=4), dict(SPLIT=64, BLOCK_L=64, num_warps=8),
-                     dict(SPLIT=128, BLOCK_L=64, num_warps=4), dict(SPLIT=128, BLOCK_L=128, num_warps=8),
-                     dict(SPLIT=256, BLOCK_L=64, num_warps=4), dict(SPLIT=32, BLOCK_L=32, num_warps=2),
-                     dict(SPLIT=32, BLOCK_L=32, num_warps=4)]  # fmt: skip
+ATTENTION_TILINGS = [*[dict(SPLITS=s, BLOCK_L=b, num_warps=w)
+                       for s, b, w in ((64, 64, 4), (32, 32, 2), (64, 32, 1), (32, 16, 1), (64, 16, 1), (96, 16, 1),
+                                       (64, 8, 1), (128, 8, 1))],
+                     dict(SPLITS=64, BLOCK_L=16, num_warps=1, num_stages=2)]  # fmt: skip
 
 
 def _attention_tilings(generator, bandwidth: float) -> list[dict]:

@@ -111,9 +111,11 @@ def rope_cache(
 @triton.jit
 def attention_split_kernel(
     q_ptr, kc_ptr, vc_ptr, pos_ptr, part_ptr, lse_ptr, stride_q, stride_cb, stride_ch, scale, HQ, GROUP, NSPLIT,
-    D: tl.constexpr, SPLIT: tl.constexpr, BLOCK_L: tl.constexpr, PDL: tl.constexpr,
+    D: tl.constexpr, BLOCK_L: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
-    """Program (b*HQ + h, s): softmax-weighted values of cache positions [s*SPLIT, (s+1)*SPLIT) up to pos[b].
+    """Program (b*HQ + h, s): softmax-weighted values of cache positions [s*chunk, (s+1)*chunk) up to pos[b], where
+    the chunk is the length up to pos[b] shared among the NSPLIT programs of the head in whole BLOCK_L: programs past
+    the length do nothing, so the grid can be sized for the whole cache and a graph replays at any position.
 
     Rounds like flash attention (what the eager model's SDPA runs at decode on a GPU): exponentials in base 2 of the
     unscaled scores, and the weights rounded to the cache's dtype before they multiply the values."""
@@ -123,7 +125,8 @@ def attention_split_kernel(
     b = bh // HQ
     kv = (bh % HQ) // GROUP
     length = tl.load(pos_ptr + b) + 1
-    start = s * SPLIT
+    chunk = tl.cdiv(tl.cdiv(length, NSPLIT), BLOCK_L) * BLOCK_L
+    start = s * chunk
     d = tl.arange(0, D)
     out_at = part_ptr + (bh * NSPLIT + s) * D + d
     scale_log2 = scale * 1.4426950408889634  # exp(x * scale) = exp2(x * scale * log2(e))
@@ -133,7 +136,7 @@ def attention_split_kernel(
         m = -float("inf")
         total = 0.0
         acc = tl.zeros((D,), dtype=tl.float32)
-        end = tl.minimum(start + SPLIT, length)
+        end = tl.minimum(start + chunk, length)
         for off in range(start, end, BLOCK_L):
             idx = off + tl.arange(0, BLOCK_L)
             ok = idx < end
@@ -173,11 +176,13 @@ def attention_combine_kernel(
     tl.store(out_ptr + bh * D + d, out.to(out_ptr.dtype.element_ty))
 
 
-# cache positions per program (SPLIT), per iteration (BLOCK_L) and warps, the fastest of bench/gpu_kernels.py
-# --attention on an H200 (13B shapes, 1,503 positions, docs/benchmarks.md section 6): at batch 1 short splits of
-# two warps (14.6 µs a layer against 17.9 µs with the batches' tiling), from batch 2 on 64 positions of 4 warps
-ATTENTION_TILING = {"SPLIT": 64, "BLOCK_L": 64, "num_warps": 4}
-ATTENTION_TILING_BATCH1 = {"SPLIT": 32, "BLOCK_L": 32, "num_warps": 2}
+# programs per head (SPLITS, sharing the length up to the position), cache positions per iteration (BLOCK_L) and
+# warps: the fastest of bench/gpu_kernels.py --attention on an H200 (13B shapes, 1,503 positions, docs/benchmarks.md
+# section 6), one-warp programs: at batch 4 39.6 µs a layer (74 % of the copy bandwidth) against 50.2 µs for
+# four-warp programs of 64 positions each over the whole cache, whose programs past the length also cost; at
+# batch 1 14.0 µs against 14.8
+ATTENTION_TILING = {"SPLITS": 64, "BLOCK_L": 16, "num_warps": 1}
+ATTENTION_TILING_BATCH1 = {"SPLITS": 64, "BLOCK_L": 32, "num_warps": 1}
 
 
 def attention_tiling(batch: int) -> dict:
@@ -189,20 +194,20 @@ def attention(
     tiling: dict | None = None,
 ):  # fmt: skip
     """Attention of q [B, heads*D] over cache_[kv] [B, kv_heads, L, D] up to and including pos[b]: [B, heads*D].
-    ``tiling``: SPLIT (positions per program), BLOCK_L (positions per iteration), num_warps; ``attention_tiling``'s
-    for the batch where not given."""
+    ``tiling``: SPLITS (programs per head), BLOCK_L (positions per iteration), num_warps, num_stages;
+    ``attention_tiling``'s for the batch where not given."""
     import torch
 
     batch, length = q.shape[0], cache_k.shape[2]
     tiling = dict(attention_tiling(batch), **(tiling or {}))
-    split = tiling["SPLIT"]
-    splits = triton.cdiv(length, split)
+    block = tiling["BLOCK_L"]
+    splits = min(tiling["SPLITS"], triton.cdiv(length, block))
     part = torch.empty((batch * heads, splits, head_dim), dtype=torch.float32, device=q.device)
     lse = torch.empty((batch * heads, splits), dtype=torch.float32, device=q.device)
     attention_split_kernel[(batch * heads, splits)](
         q, cache_k, cache_v, pos, part, lse, q.stride(0), cache_k.stride(0), cache_k.stride(1), scale,
-        heads, heads // kv_heads, splits, D=head_dim, SPLIT=split, BLOCK_L=min(tiling["BLOCK_L"], split),
-        num_warps=tiling["num_warps"], **pdl_options(pdl),
+        heads, heads // kv_heads, splits, D=head_dim, BLOCK_L=block, num_warps=tiling["num_warps"],
+        num_stages=tiling.get("num_stages", 3), **pdl_options(pdl),
     )  # fmt: skip
     out = torch.empty((batch, heads * head_dim), dtype=q.dtype, device=q.device)
     attention_combine_kernel[(batch * heads,)](
