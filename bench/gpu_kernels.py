@@ -229,10 +229,10 @@ def _layer_stack(generator, bandwidth: float, quick: bool) -> list[dict]:
     return rows
 
 
-MMA_CONFIGS = [dict(MMA=1, ASYNC=0, WARPS=8, MINB=2, DEPTH=2), dict(MMA=1, ASYNC=0, WARPS=16, MINB=1, DEPTH=3),
-               *[dict(MMA=1, ASYNC=1, WARPS=w, MINB=m, DEPTH=d)
-                 for w, m, d in ((8, 2, 3), (8, 2, 4), (16, 1, 3), (16, 1, 4), (16, 1, 6), (8, 1, 8), (4, 4, 6))],
-               dict(MMA=1, ASYNC=1, WARPS=8, MINB=2, DEPTH=4, PREFETCH=256)]  # fmt: skip
+MMA_CONFIGS = [dict(MMA=1, ASYNC=0, WARPS=8, MINB=2, DEPTH=2),
+               *[dict(MMA=1, ASYNC=1, WARPS=w, MINB=m, DEPTH=d, XAHEAD=a)
+                 for w, m, d, a in ((8, 2, 2, 0), (8, 2, 2, 1), (8, 2, 3, 1), (8, 2, 4, 0), (8, 2, 4, 1), (16, 1, 2, 0),
+                                    (16, 1, 2, 1), (16, 1, 4, 0), (16, 1, 4, 1))]]  # fmt: skip
 PRODUCT_CONFIGS = {  # nf4_gemv.cu's defaults of each product (MMA=0), then the tensor-core kernel's tilings
     1: [dict(MMA=0, R=4, DEPTH=2, WARPS=8, MINB=2), dict(MMA=0, R=2, DEPTH=3, WARPS=8, MINB=2),
         dict(MMA=0, R=2, DEPTH=2, WARPS=8, MINB=3), *MMA_CONFIGS],

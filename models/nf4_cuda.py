@@ -34,17 +34,18 @@ MAX_BATCH = 4  # nf4_gemv.cu's; nf4_mma.cu takes up to 8 sequences (the columns 
 MMA_MAX_BATCH = 8
 LUT_BYTES = 256 * 64 * 4 + 3 * 256 * 4  # the pair table (a 256-byte row per byte value), 3 nested code tables
 HOLE_CHUNKS = 256 * 8  # 16-byte chunks of inputs that fit in the unused halves of the pair table's rows
-CUDA_KEYS = ("R", "WARPS", "MINB", "DEPTH", "MMA", "ASYNC", "PREFETCH")
+CUDA_KEYS = ("R", "WARPS", "MINB", "DEPTH", "MMA", "ASYNC", "PREFETCH", "XAHEAD")
 # the smallest batch whose products run on the tensor cores by default (nf4_mma.cu): at batch 4 on an H200 each
 # product of the 13B step took 13-38 % less time than on nf4_gemv.cu (whose HFMA2 per pair and sequence limits it
 # there), at batch 1 7-31 % more with its best tilings (docs/benchmarks.md section 6). Batches 2 and 3 were not
 # timed: nf4_gemv.cu's times between its batch 1 and 4 put batch 2 on its side.
 MMA_FROM_BATCH = 3
-# its tilings, the fastest at batch 4 on an H200 (bench/gpu_kernels.py --products): the weights through a ring of 4
-# steps per warp (ASYNC); q·k·v and gate·up on blocks of 8 warps (2 a multiprocessor for q·k·v; gate·up's ring is
-# twice as large, 1 fits), o and down on blocks of 16 (N = 5,120: fewer units of 16 rows to share out)
-MMA_CONFIG = {"MMA": 1, "WARPS": 8, "MINB": 2, "DEPTH": 4, "ASYNC": 1, "PREFETCH": 0}
-MMA_RESIDUAL_CONFIG = {"MMA": 1, "WARPS": 16, "MINB": 1, "DEPTH": 4, "ASYNC": 1, "PREFETCH": 0}
+# its tilings, the fastest at batch 4 on an H200 (bench/gpu_kernels.py --products, docs/benchmarks.md section 6):
+# the weights through a ring of 2 steps per warp (ASYNC), the inputs loaded a step ahead (XAHEAD), blocks of 8
+# warps, two a multiprocessor (gate·up's too: its ring of 4 steps left room for one). The same for o and down now
+# (it was 16 warps, 4 steps), kept apart because their best tiling has differed
+MMA_CONFIG = {"MMA": 1, "WARPS": 8, "MINB": 2, "DEPTH": 2, "ASYNC": 1, "PREFETCH": 0, "XAHEAD": 1}
+MMA_RESIDUAL_CONFIG = dict(MMA_CONFIG)
 
 
 def default_config(batch: int, epilogue: int, k: int, mma: bool | None = None) -> dict:
@@ -326,12 +327,15 @@ def launch(x, weights, epilogue: int, residual, out, config=None, pdl: bool = Fa
     config = dict(default_config(batch, epilogue, k, mma), **given)
     if config.get("MMA"):
         config = {key: config[key] for key in MMA_CONFIG}
+        if not config["ASYNC"]:
+            config["XAHEAD"] = 0  # (the register path loads each step's inputs in the step)
         depths = range(2, 9) if config["ASYNC"] else (2, 3)
         if (
             config["DEPTH"] not in depths
             or not 1 <= config["WARPS"] <= 16
             or config["MINB"] < 1
             or config["PREFETCH"] not in (0, 128, 256)
+            or config["XAHEAD"] not in (0, 1)
         ):
             raise ValueError(f"nf4_cuda: no such tiling {config}")
         config = _ring_that_fits(config, epilogue, shared_limit(x.device))
@@ -435,7 +439,9 @@ def _ring_that_fits(config: dict, epilogue: int, limit: int) -> dict:
     (ASYNC=0, registers) where not even 2 fit: an RTX 4090's block has 99 KB, an H100's 227 KB. The sums and their
     order are the same either way: so are the bits."""
     while config["ASYNC"] and mma_shared(config, epilogue) > limit:
-        config = dict(config, DEPTH=config["DEPTH"] - 1) if config["DEPTH"] > 2 else dict(config, ASYNC=0, DEPTH=2)
+        config = (
+            dict(config, DEPTH=config["DEPTH"] - 1) if config["DEPTH"] > 2 else dict(config, ASYNC=0, DEPTH=2, XAHEAD=0)
+        )
     return config
 
 

@@ -31,12 +31,18 @@
 // 64-byte pieces of 8 rows; each row's two 32-byte halves (one scale block each) are swapped in rows 2, 3 (mod 4) so
 // that the lanes' 8-byte reads of one block never meet in a bank. On an H200 the ring took 7-11 % off each product
 // at batch 4 (docs/benchmarks.md, section 6); the inputs through the ring as well measured slower (a bigger ring
-// step, fewer blocks per multiprocessor), so they are read from global memory (L1) in the step.
+// step, fewer blocks per multiprocessor), so they are read from global memory (L1).
+//
+// XAHEAD (with ASYNC): each step's inputs are loaded during the step before, into two sets of registers in turn.
+// Nsight Compute showed the warps waiting for the inputs at each step's first mma (20-27 % of the stall samples of
+// q·k·v and down at batch 4: with the shared memory taken, L1 holds little of their 40-110 KB of inputs). The loads
+// a step ahead are issued once this step's have arrived, or waiting for these would wait for them too (one
+// scoreboard). With the ring of 2 steps it took 1-10 % off each product at batch 4 (docs/benchmarks.md section 6).
 //
 // Compile-time constants (-D): B (sequences, 1-8), WARPS (at most 16), MINB, DEPTH (steps whose bytes a warp has
 // requested: 2 or 3; with ASYNC the ring's steps, 2 to 8), ASYNC, PREFETCH (ASYNC: 128 or 256, each copy also
-// brings that many bytes around it into L2), EPILOGUE (0 plain, 1 + residual, 2 silu(gate) * up), NESTED, XF16,
-// PDL, and SMEM_AT: the shared-memory address of the dynamic shared memory where models/nf4_cuda.py has read it
+// brings that many bytes around it into L2), XAHEAD, EPILOGUE (0 plain, 1 + residual, 2 silu(gate) * up), NESTED,
+// XF16, PDL, and SMEM_AT: the shared-memory address of the dynamic shared memory where models/nf4_cuda.py has read it
 // (nf4_mma_smem_at), so the table loads take it as an immediate offset (on Hopper the compiler adds a run-time base
 // otherwise, one more instruction per pair); -1: not known.
 
@@ -51,6 +57,10 @@
 
 #define SLOTS (EPILOGUE == 2 ? 2 : 1)  // the pair table's rows (LUT_WORDS) have their words 32.. free
 #define PART_WORDS (WARPS * SLOTS * 4 * 32)  // one buffer of a unit's sums, in the free halves (2 buffers fit)
+
+#ifndef XAHEAD
+#define XAHEAD 0  // ASYNC: each step's inputs are loaded during the step before (see above)
+#endif
 
 #if ASYNC
 #define STAGE_BYTES 1408  // one slot of one step in a warp's ring: 16 rows x 64 bytes, then 3 words per lane
@@ -280,19 +290,24 @@ extern "C" __global__ void nf4_mma_smem_at(u32* out) {  // where the dynamic sha
   if (threadIdx.x == 0) *out = (u32)__cvta_generic_to_shared(smem);
 }
 
-// one step of a unit: 2 blocks x 4 mma per slot, each block's sums scaled into ``acc``. ``xrow``: inputs 16t of
-// sequence g (of the last sequence for lanes past it: their columns of the mma are never written)
-__device__ __forceinline__ void compute(const Step& st, const Cur& c, int s, const u16* xrow, int K,
+// step s's inputs, xv[block][half]: inputs 16t .. 16t + 15 of the block. ``xrow``: inputs 16t of sequence g (of the
+// last sequence for lanes past it: their columns of the mma are never written). Where the step has no second block
+// its inputs are the first block's again (finite, and that block's scale is 0); the address is what is chosen, not
+// the value, so nothing waits for the loads here
+__device__ __forceinline__ void load_inputs(const u16* xrow, int s, int K, uint4 (&xv)[2][2]) {
+  const uint4* p = (const uint4*)(xrow + s * 128);
+  const uint4* q = has_second(s, K) ? p + 8 : p;
+  xv[0][0] = p[0];
+  xv[0][1] = p[1];
+  xv[1][0] = q[0];
+  xv[1][1] = q[1];
+}
+
+// one step of a unit: 2 blocks x 4 mma per slot on inputs ``xv``, each block's sums scaled into ``acc``
+__device__ __forceinline__ void compute(const Step& st, const Cur& c, int s, const uint4 (&xv)[2][2], int K,
                                         const float* ncode, int lane, float (&acc)[SLOTS][4]) {
   const int g = lane >> 2;
   const u32 lane4 = lane * 4;
-  const bool second = has_second(s, K);
-  uint4 xv[2][2];  // [block][half]: inputs 16t .. 16t + 15 of the block
-  const uint4* p = (const uint4*)(xrow + s * 128);
-  xv[0][0] = p[0];
-  xv[0][1] = p[1];
-  xv[1][0] = second ? p[8] : make_uint4(0u, 0u, 0u, 0u);
-  xv[1][1] = second ? p[9] : make_uint4(0u, 0u, 0u, 0u);
   float scale[SLOTS];  // row g + 8 * (t / 2), block t % 2 of this step
 #pragma unroll
   for (int j = 0; j < SLOTS; ++j) {
@@ -456,9 +471,9 @@ extern "C" __global__ void __launch_bounds__(THREADS, MINB) nf4_mma(
   }
   int st = 0;
   const u16* xrow = x + (size_t)min(lane >> 2, B - 1) * stride_x + (lane & 3) * 16;
-#define COMPUTE(now)                                                                                 \
+#define COMPUTE(now, xv)                                                                             \
   {                                                                                                  \
-    compute(now, cur, s0 + st, xrow, K, ncode, lane, acc);                                           \
+    compute(now, cur, s0 + st, xv, K, ncode, lane, acc);                                             \
     if (++st == my) {                                                                                \
       finish(w, unit, buf, acc, warp, lane, res, stride_res, out, stride_out);                       \
       unit += gridDim.x;                                                                             \
@@ -469,22 +484,52 @@ extern "C" __global__ void __launch_bounds__(THREADS, MINB) nf4_mma(
   }
 #if ASYNC
   int rstage = 0;  // the ring step this step reads
-  for (int t = 0; t < total; ++t) {
-    __syncwarp();  // every lane has read the ring step the copy below refills (step t - 1's)
-    COPY(t + DEPTH - 1);
-    asm volatile("cp.async.wait_group %0;" ::"n"(DEPTH - 1) : "memory");  // step t's copies have landed ...
-    __syncwarp();  // ... every lane's
-    Step now;
-    read_step(ring + rstage * (SLOTS * STAGE_BYTES), lane, now);
-    rstage = rstage == DEPTH - 1 ? 0 : rstage + 1;
-    COMPUTE(now);
+#define RING_STEP()                                                                               \
+  __syncwarp(); /* every lane has read the ring step the copy below refills (step t - 1's) */     \
+  COPY(t + DEPTH - 1);                                                                            \
+  asm volatile("cp.async.wait_group %0;" ::"n"(DEPTH - 1) : "memory"); /* step t's copies ... */  \
+  __syncwarp();                                                        /* ... every lane's */     \
+  Step now;                                                                                       \
+  read_step(ring + rstage * (SLOTS * STAGE_BYTES), lane, now);                                    \
+  rstage = rstage == DEPTH - 1 ? 0 : rstage + 1;
+#if XAHEAD
+  // the inputs are loaded a step ahead (xa, xb in turn): each step's are in registers when it starts. The next
+  // step's loads are issued only once this step's have arrived (their address takes a zero made of them, which
+  // the compiler cannot see is zero: K < 2^30), or waiting for this step's would wait for them too (one scoreboard)
+  const u32 kzero = (u32)K >> 30;
+  uint4 xa[2][2], xb[2][2];
+  load_inputs(xrow, s0, K, xa);
+#define STEP(xc, xn)                                                                              \
+  {                                                                                               \
+    RING_STEP();                                                                                  \
+    const u32 zero = (xc[0][0].x ^ xc[0][1].x ^ xc[1][0].x ^ xc[1][1].x) & kzero;                 \
+    load_inputs(xrow + zero, s0 + (st + 1 == my ? 0 : st + 1), K, xn); /* the next step's */      \
+    COMPUTE(now, xc);                                                                             \
   }
+  for (int t = 0;;) {
+    STEP(xa, xb);
+    if (++t == total) break;
+    STEP(xb, xa);
+    if (++t == total) break;
+  }
+#undef STEP
+#else
+  for (int t = 0; t < total; ++t) {
+    RING_STEP();
+    uint4 xc[2][2];
+    load_inputs(xrow, s0 + st, K, xc);
+    COMPUTE(now, xc);
+  }
+#endif
+#undef RING_STEP
 #undef COPY
 #else
 #define STEP(now, ahead)           \
   {                                \
     LOAD(t + DEPTH - 1, ahead);    \
-    COMPUTE(now);                  \
+    uint4 xc[2][2];                \
+    load_inputs(xrow, s0 + st, K, xc); \
+    COMPUTE(now, xc);              \
   }
   RUN_STEPS();
 #undef STEP

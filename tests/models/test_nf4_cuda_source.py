@@ -48,7 +48,7 @@ def _variants():
                         defines["XHOLES"] = int(nf4_cuda.input_layout(batch, k)[0])
                     yield defines
                     if mma:  # the other way the weights may arrive (registers, or the ring), as launch may pick
-                        yield dict(defines, ASYNC=1 - defines["ASYNC"], DEPTH=2 if defines["ASYNC"] else 4)
+                        yield dict(defines, ASYNC=1 - defines["ASYNC"], DEPTH=2 if defines["ASYNC"] else 4, XAHEAD=0)
 
 
 def _resources(cubin: bytes, tmp_path: Path) -> dict:
@@ -116,7 +116,7 @@ def test_the_ring_of_shared_memory_shrinks_to_what_the_device_has():
     assert nf4_cuda._ring_that_fits(ring, nf4_cuda.PLAIN, rtx4090) == dict(ring, DEPTH=2)
     assert nf4_cuda.mma_shared(dict(ring, DEPTH=2), nf4_cuda.PLAIN) <= rtx4090
     # gate and up need twice the ring: none fits there, the weights then come through registers
-    assert nf4_cuda._ring_that_fits(ring, nf4_cuda.SILU_MUL, rtx4090) == dict(ring, ASYNC=0, DEPTH=2)
+    assert nf4_cuda._ring_that_fits(ring, nf4_cuda.SILU_MUL, rtx4090) == dict(ring, ASYNC=0, DEPTH=2, XAHEAD=0)
     assert nf4_cuda._ring_that_fits(dict(ring, ASYNC=0, DEPTH=3), nf4_cuda.SILU_MUL, 0)["DEPTH"] == 3  # untouched
 
 
