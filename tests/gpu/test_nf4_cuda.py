@@ -31,7 +31,8 @@ def _rel(out, reference) -> float:
 CUDA = {"KERNEL": "cuda"}
 KERNELS = {"gemv": {"MMA": 0}, "mma": {"MMA": 1, "ASYNC": 0, "DEPTH": 2}, "ring": {"MMA": 1, "ASYNC": 1, "DEPTH": 4},
            "ahead": {"MMA": 1, "ASYNC": 1, "DEPTH": 2, "XAHEAD": 1}}  # fmt: skip
-# nf4_gemv.cu; nf4_mma.cu with its weights through registers, and through a ring of shared memory (cp.async)
+# nf4_gemv.cu; nf4_mma.cu with its weights through registers, through a ring of shared memory (cp.async), and
+# through the ring with each step's inputs loaded during the step before (the default from batch 3)
 
 
 def _cuda(x, weights, epilogue, residual=None, config=None):

@@ -128,6 +128,12 @@ def test_norm_rotary_cache_write_and_attention_match_the_torch_ops():
         assert _rel(out, expected) < 1e-2, tiling
     one = attention(q[:1], caches[0][:1], caches[1][:1], pos[:1], heads, kv_heads, dim, dim**-0.5)  # batch 1's tiling
     assert _rel(one, expected[:1]) < 1e-2
+    # sequences at different positions: each shares its own length among its programs
+    apart = torch.tensor([37, 70], device=DEVICE)
+    expected = torch_ops.attention(q, caches[0], caches[1], apart, heads, kv_heads, dim, dim**-0.5).float()
+    for tiling in (None, {"SPLITS": 3, "BLOCK_L": 8, "num_warps": 2}):
+        out = attention(q, caches[0], caches[1], apart, heads, kv_heads, dim, dim**-0.5, tiling=tiling)
+        assert _rel(out, expected) < 1e-2, tiling
 
 
 @pytest.fixture(scope="module")
