@@ -2,12 +2,12 @@
 odd shapes.
 
 Run on a CUDA machine with bitsandbytes:
-    python bench/gpu_kernels.py [--quick] [--products [--attention]] [--out FILE.json]
+    python bench/gpu_kernels.py [--quick] [--products] [--attention] [--out FILE.json]
 For each shape and batch: each kernel's error against bitsandbytes' dequantize + matmul (fp32 products of the
 bf16 weights it dequantizes), then the time of one product and of the 40 layers × 7 linears of the 13B model
 replayed in one CUDA graph, as % of the copy bandwidth measured in the same run. --products instead times each
 kind of product of the 13B step with each tiling of the two CUDA kernels (nf4_gemv.cu, MMA=0; the tensor-core
-nf4_mma.cu, MMA=1) at batch 1 and 4, and --attention then the decode attention's tilings (how the defaults were
+nf4_mma.cu, MMA=1) at batch 1 and 4, and --attention the decode attention's tilings (how the defaults were
 chosen).
 """
 
@@ -88,7 +88,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "gpu_kernels.json")
     parser.add_argument("--quick", action="store_true", help="check the 13B shapes at batch 1 and 4 only")
     parser.add_argument("--products", action="store_true", help="instead: time each product type with each tiling")
-    parser.add_argument("--attention", action="store_true", help="then: time the decode attention's tilings")
+    parser.add_argument("--attention", action="store_true", help="instead (or after --products): time the decode "
+                        "attention's tilings")  # fmt: skip
     args = parser.parse_args()
 
     import bitsandbytes as bnb
@@ -101,15 +102,16 @@ def main() -> int:
         return 2
     generator = torch.Generator(device="cuda").manual_seed(0)
     bandwidth = copy_bandwidth()
-    if args.products:
-        products = _per_product(generator, bandwidth)
+    if args.products or args.attention:
+        products = _per_product(generator, bandwidth) if args.products else []
         args.out.parent.mkdir(parents=True, exist_ok=True)
         device = torch.cuda.get_device_name(0)
         result = {"device": device, "copy_bandwidth_TBps": bandwidth / 1e12, "products": products}
         if args.attention:
             result["attention"] = _attention_tilings(generator, bandwidth)
         args.out.write_text(json.dumps(result, indent=2))
-        _print_products(products)
+        if products:
+            _print_products(products)
         return 0
     rows, worst = [], 0.0
     for name, (n, k) in (SHAPES_13B if args.quick else {**SHAPES_13B, **ODD_SHAPES}).items():
