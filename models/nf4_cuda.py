@@ -50,7 +50,7 @@ MMA_RESIDUAL_CONFIG = dict(MMA_CONFIG)
 
 def default_config(batch: int, epilogue: int, k: int, mma: bool | None = None) -> dict:
     """The tensor-core kernel's tiling (``MMA_CONFIG``, ``MMA_RESIDUAL_CONFIG`` for o and down: warps per block, blocks
-    per multiprocessor, DEPTH, ASYNC, PREFETCH; ``launch`` shortens the ring to the device's shared memory) from
+    per multiprocessor, DEPTH, ASYNC, PREFETCH, XAHEAD; ``launch`` shortens the ring to the device's shared memory) from
     ``MMA_FROM_BATCH`` sequences on, or where ``mma`` asks for it; otherwise nf4_gemv.cu's: rows per warp (R), warps
     per block, blocks per multiprocessor the compiler must allow for (registers), and DEPTH: steps whose bytes a
     warp has requested (2: the next one while it computes this one). The fastest of each product of the 13B step on

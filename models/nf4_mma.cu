@@ -304,8 +304,8 @@ __device__ __forceinline__ void load_inputs(const u16* xrow, int s, int K, uint4
 }
 
 // one step of a unit: 2 blocks x 4 mma per slot on inputs ``xv``, each block's sums scaled into ``acc``
-__device__ __forceinline__ void compute(const Step& st, const Cur& c, int s, const uint4 (&xv)[2][2], int K,
-                                        const float* ncode, int lane, float (&acc)[SLOTS][4]) {
+__device__ __forceinline__ void compute(const Step& st, const Cur& c, const uint4 (&xv)[2][2], const float* ncode,
+                                        int lane, float (&acc)[SLOTS][4]) {
   const int g = lane >> 2;
   const u32 lane4 = lane * 4;
   float scale[SLOTS];  // row g + 8 * (t / 2), block t % 2 of this step
@@ -473,7 +473,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, MINB) nf4_mma(
   const u16* xrow = x + (size_t)min(lane >> 2, B - 1) * stride_x + (lane & 3) * 16;
 #define COMPUTE(now, xv)                                                                             \
   {                                                                                                  \
-    compute(now, cur, s0 + st, xv, K, ncode, lane, acc);                                             \
+    compute(now, cur, xv, ncode, lane, acc);                                                         \
     if (++st == my) {                                                                                \
       finish(w, unit, buf, acc, warp, lane, res, stride_res, out, stride_out);                       \
       unit += gridDim.x;                                                                             \
