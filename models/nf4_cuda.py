@@ -34,7 +34,7 @@ MAX_BATCH = 4  # nf4_gemv.cu's; nf4_mma.cu takes up to 8 sequences (the columns 
 MMA_MAX_BATCH = 8
 LUT_BYTES = 256 * 64 * 4 + 3 * 256 * 4  # the pair table (a 256-byte row per byte value), 3 nested code tables
 HOLE_CHUNKS = 256 * 8  # 16-byte chunks of inputs that fit in the unused halves of the pair table's rows
-CUDA_KEYS = ("R", "WARPS", "MINB", "DEPTH", "MMA", "ASYNC", "PREFETCH", "XAHEAD")
+CUDA_KEYS = ("R", "WARPS", "MINB", "DEPTH", "MMA", "ASYNC", "PREFETCH", "XAHEAD", "PAIR")
 # the smallest batch whose products run on the tensor cores by default (nf4_mma.cu): at batch 4 on an H200 each
 # product of the 13B step took 13-38 % less time than on nf4_gemv.cu (whose HFMA2 per pair and sequence limits it
 # there), at batch 1 7-31 % more with its best tilings (docs/benchmarks.md section 6). Batches 2 and 3 were not
@@ -43,9 +43,11 @@ MMA_FROM_BATCH = 3
 # its tilings, the fastest at batch 4 on an H200 (bench/gpu_kernels.py --products, docs/benchmarks.md section 6):
 # the weights through a ring of 2 steps per warp (ASYNC), the inputs loaded a step ahead (XAHEAD), blocks of 8
 # warps, two a multiprocessor (gate·up's too: its ring of 4 steps left room for one). The same for o and down now
-# (it was 16 warps, 4 steps), kept apart because their best tiling has differed
-MMA_CONFIG = {"MMA": 1, "WARPS": 8, "MINB": 2, "DEPTH": 2, "ASYNC": 1, "PREFETCH": 0, "XAHEAD": 1}
-MMA_RESIDUAL_CONFIG = dict(MMA_CONFIG)
+# (it was 16 warps, 4 steps), kept apart because their best tiling has differed. PAIR (units of 32 rows) for q·k·v:
+# 21.2 µs against 22.2 at batch 4; o and down, with a third as many rows, were 18-28 % slower with it (fewer units
+# than blocks)
+MMA_CONFIG = {"MMA": 1, "WARPS": 8, "MINB": 2, "DEPTH": 2, "ASYNC": 1, "PREFETCH": 0, "XAHEAD": 1, "PAIR": 1}
+MMA_RESIDUAL_CONFIG = dict(MMA_CONFIG, PAIR=0)
 
 
 def default_config(batch: int, epilogue: int, k: int, mma: bool | None = None) -> dict:
@@ -329,6 +331,8 @@ def launch(x, weights, epilogue: int, residual, out, config=None, pdl: bool = Fa
         config = {key: config[key] for key in MMA_CONFIG}
         if not config["ASYNC"]:
             config["XAHEAD"] = 0  # (the register path loads each step's inputs in the step)
+        if epilogue == SILU_MUL:
+            config["PAIR"] = 0  # (gate and up are its pair)
         depths = range(2, 9) if config["ASYNC"] else (2, 3)
         if (
             config["DEPTH"] not in depths
@@ -336,6 +340,7 @@ def launch(x, weights, epilogue: int, residual, out, config=None, pdl: bool = Fa
             or config["MINB"] < 1
             or config["PREFETCH"] not in (0, 128, 256)
             or config["XAHEAD"] not in (0, 1)
+            or config["PAIR"] not in (0, 1)
         ):
             raise ValueError(f"nf4_cuda: no such tiling {config}")
         config = _ring_that_fits(config, epilogue, shared_limit(x.device))
@@ -372,7 +377,7 @@ def _launch(x, weights, epilogue: int, residual, out, config: dict, pdl: bool):
     batch, k = x.shape
     first = weights[0]
     mma = bool(config["MMA"])
-    rows = 16 if mma else config["R"]
+    rows = (32 if config.get("PAIR") else 16) if mma else config["R"]
     holes, shared = (False, mma_shared(config, epilogue)) if mma else input_layout(batch, k)
     if shared > shared_limit(x.device):
         return None
@@ -435,20 +440,24 @@ def _launch(x, weights, epilogue: int, residual, out, config: dict, pdl: bool):
 
 
 def _ring_that_fits(config: dict, epilogue: int, limit: int) -> dict:
-    """``config`` with as many ring steps as the device's shared memory holds (down to 2), or without the ring
-    (ASYNC=0, registers) where not even 2 fit: an RTX 4090's block has 99 KB, an H100's 227 KB. The sums and their
-    order are the same either way: so are the bits."""
+    """``config`` with as many ring steps as the device's shared memory holds (down to 2), then units of 16 rows
+    (PAIR's 32 take two slots of the ring), and without the ring (ASYNC=0, registers) where not even that fits: an
+    RTX 4090's block has 99 KB, an H100's 227 KB. The sums and their order are the same either way: so are the
+    bits."""
     while config["ASYNC"] and mma_shared(config, epilogue) > limit:
-        config = (
-            dict(config, DEPTH=config["DEPTH"] - 1) if config["DEPTH"] > 2 else dict(config, ASYNC=0, DEPTH=2, XAHEAD=0)
-        )
+        if config["DEPTH"] > 2:
+            config = dict(config, DEPTH=config["DEPTH"] - 1)
+        elif config.get("PAIR") and epilogue != SILU_MUL:
+            config = dict(config, PAIR=0)
+        else:
+            config = dict(config, ASYNC=0, DEPTH=2, XAHEAD=0)
     return config
 
 
 def mma_shared(config: dict, epilogue: int) -> int:
     """The shared memory a block of nf4_mma.cu needs: the pair table, and with ASYNC each warp's ring of DEPTH
     steps (1,408 bytes per step and weight: 16 rows x 64 bytes, then three words per lane)."""
-    slots = 2 if epilogue == SILU_MUL else 1
+    slots = 2 if epilogue == SILU_MUL or config.get("PAIR") else 1
     return LUT_BYTES + (config["WARPS"] * config["DEPTH"] * slots * 1408 if config.get("ASYNC") else 0)
 
 

@@ -55,7 +55,12 @@
 #error "WARPS is 1 to 16"
 #endif
 
-#define SLOTS (EPILOGUE == 2 ? 2 : 1)  // the pair table's rows (LUT_WORDS) have their words 32.. free
+#ifndef PAIR
+#define PAIR 0  // EPILOGUE 0 or 1: a unit is 32 rows of one weight in two slots of 16, as gate and up are
+#endif
+#define SLOTS (EPILOGUE == 2 || PAIR ? 2 : 1)  // the pair table's rows (LUT_WORDS) have their words 32.. free
+#define SLOT_ROWS (EPILOGUE != 2 && PAIR ? 16 : 0)  // slot j's rows start 16 j rows into the unit
+#define UNIT_ROWS (16 + SLOT_ROWS)
 #define PART_WORDS (WARPS * SLOTS * 4 * 32)  // one buffer of a unit's sums, in the free halves (2 buffers fit)
 
 #ifndef XAHEAD
@@ -167,11 +172,11 @@ __device__ __forceinline__ void cur_of(const Weights& w, int unit, Cur& c) {
 __device__ __forceinline__ void load_of(const Weights& w, int unit, int K, int lane, Load& l) {
   int first;
   const int which = weight_of(w, unit, first);
-  const int row0 = (unit - first) * 16, g = lane >> 2, t = lane & 3;
+  const int g = lane >> 2, t = lane & 3;
 #pragma unroll
   for (int j = 0; j < SLOTS; ++j) {
     const int wi = EPILOGUE == 2 ? j : which;
-    const int last = w.n[wi] - 1;
+    const int last = w.n[wi] - 1, row0 = (unit - first) * UNIT_ROWS + SLOT_ROWS * j;
 #pragma unroll
     for (int r = 0; r < 2; ++r)
       l.codes[j][r] = w.packed[wi] + (size_t)min(row0 + g + 8 * r, last) * (K / 2) + t * (ASYNC ? 16 : 8);
@@ -372,13 +377,15 @@ __device__ __forceinline__ void finish(const Weights& w, int unit, int buf, floa
     }
   int first;
   const int which = weight_of(w, unit, first);
-  const int row0 = (unit - first) * 16, g = lane >> 2, t = lane & 3;
+  const int row0 = (unit - first) * UNIT_ROWS, g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int j = 0; j < (EPILOGUE == 2 ? 1 : SLOTS); ++j)  // (gate and up give one output)
 #pragma unroll
   for (int v = 0; v < 4; ++v) {
-    const int row = row0 + g + 8 * (v >> 1), seq = 2 * t + (v & 1);
+    const int row = row0 + SLOT_ROWS * j + g + 8 * (v >> 1), seq = 2 * t + (v & 1);
     if (seq < B && row < w.n[which]) {
       const int col = w.col0[which] + row;
-      float y = to_float(round_out(sum[0][v]));
+      float y = to_float(round_out(sum[j][v]));
 #if EPILOGUE == 1
       y += to_float(res[(size_t)seq * stride_res + col]);
 #elif EPILOGUE == 2

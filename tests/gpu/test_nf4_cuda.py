@@ -30,9 +30,11 @@ def _rel(out, reference) -> float:
 
 CUDA = {"KERNEL": "cuda"}
 KERNELS = {"gemv": {"MMA": 0}, "mma": {"MMA": 1, "ASYNC": 0, "DEPTH": 2}, "ring": {"MMA": 1, "ASYNC": 1, "DEPTH": 4},
-           "ahead": {"MMA": 1, "ASYNC": 1, "DEPTH": 2, "XAHEAD": 1}}  # fmt: skip
-# nf4_gemv.cu; nf4_mma.cu with its weights through registers, through a ring of shared memory (cp.async), and
-# through the ring with each step's inputs loaded during the step before (the default from batch 3)
+           "ahead": {"MMA": 1, "ASYNC": 1, "DEPTH": 2, "XAHEAD": 1, "PAIR": 0},
+           "pair": {"MMA": 1, "ASYNC": 1, "DEPTH": 2, "XAHEAD": 1, "PAIR": 1}}  # fmt: skip
+# nf4_gemv.cu; nf4_mma.cu with its weights through registers, through a ring of shared memory (cp.async),
+# through the ring with each step's inputs loaded during the step before (o and down's default from batch 3), and
+# that with units of 32 rows in two slots (q·k·v's default; gate·up's units are always two slots: gate and up)
 
 
 def _cuda(x, weights, epilogue, residual=None, config=None):
@@ -72,7 +74,8 @@ def _replayed(product, like):
     [("gemv", b) for b in (1, 2, 3, 4)]
     + [("mma", b) for b in (1, 2, 3, 4, 5, 8)]
     + [("ring", b) for b in (1, 3, 4, 8)]
-    + [("ahead", b) for b in (1, 3, 4, 8)],
+    + [("ahead", b) for b in (1, 3, 4, 8)]
+    + [("pair", b) for b in (1, 3, 4, 8)],
 )
 def test_each_epilogue_matches_the_dequantized_weights(n, k, kernel, batch):
     import torch
@@ -164,7 +167,8 @@ def test_the_tensor_core_kernel_gives_the_same_bits_for_a_given_number_of_warps(
                    {"ASYNC": 0, "DEPTH": 3}, {"ASYNC": 1, "DEPTH": 2}, {"ASYNC": 1, "DEPTH": 5},
                    {"ASYNC": 1, "DEPTH": 8, "MINB": 1},
                    {"ASYNC": 1, "DEPTH": 4, "PREFETCH": 256}, {"ASYNC": 1, "DEPTH": 2, "XAHEAD": 1},
-                   {"ASYNC": 1, "DEPTH": 4, "XAHEAD": 1}):  # fmt: skip
+                   {"ASYNC": 1, "DEPTH": 4, "XAHEAD": 1}, {"PAIR": 1},
+                   {"PAIR": 1, "ASYNC": 0, "DEPTH": 2}):  # fmt: skip
         # the ring (ASYNC) and the inputs a step ahead (XAHEAD) only change how the bytes arrive: the same sums in
         # the same order
         assert torch.equal(first, nf4_gemv(x, down, residual=res, config=dict(mma, **tiling))), tiling

@@ -49,6 +49,8 @@ def _variants():
                     yield defines
                     if mma:  # the other way the weights may arrive (registers, or the ring), as launch may pick
                         yield dict(defines, ASYNC=1 - defines["ASYNC"], DEPTH=2 if defines["ASYNC"] else 4, XAHEAD=0)
+                        if epilogue != nf4_cuda.SILU_MUL:  # units of 32 rows in two slots
+                            yield dict(defines, PAIR=1)
 
 
 def _resources(cubin: bytes, tmp_path: Path) -> dict:
@@ -109,11 +111,14 @@ def test_a_pipeline_depth_the_kernel_does_not_have_is_refused_at_compile_time(nv
 
 
 def test_the_ring_of_shared_memory_shrinks_to_what_the_device_has():
-    ring = dict(nf4_cuda.MMA_CONFIG, ASYNC=1, WARPS=8, DEPTH=4)
+    ring = dict(nf4_cuda.MMA_CONFIG, ASYNC=1, WARPS=8, DEPTH=4, PAIR=0)
     h100, rtx4090 = 227 * 1024, 99 * 1024  # shared memory one block may have
     assert nf4_cuda._ring_that_fits(ring, nf4_cuda.PLAIN, h100) == ring
-    # an RTX 4090: the pair table (67 KB) leaves room for 2 steps of 8 warps, not 4
+    assert nf4_cuda._ring_that_fits(dict(ring, PAIR=1), nf4_cuda.PLAIN, h100) == dict(ring, PAIR=1)
+    # an RTX 4090: the pair table (67 KB) leaves room for 2 steps of 8 warps, not 4; for units of 32 rows (two
+    # slots a step), only with units of 16 again, rather than no ring
     assert nf4_cuda._ring_that_fits(ring, nf4_cuda.PLAIN, rtx4090) == dict(ring, DEPTH=2)
+    assert nf4_cuda._ring_that_fits(dict(ring, PAIR=1), nf4_cuda.PLAIN, rtx4090) == dict(ring, DEPTH=2)
     assert nf4_cuda.mma_shared(dict(ring, DEPTH=2), nf4_cuda.PLAIN) <= rtx4090
     # gate and up need twice the ring: none fits there, the weights then come through registers
     assert nf4_cuda._ring_that_fits(ring, nf4_cuda.SILU_MUL, rtx4090) == dict(ring, ASYNC=0, DEPTH=2, XAHEAD=0)
