@@ -231,10 +231,12 @@ def _layer_stack(generator, bandwidth: float, quick: bool) -> list[dict]:
     return rows
 
 
-MMA_CONFIGS = [dict(MMA=1, ASYNC=0, WARPS=8, MINB=2, DEPTH=2),
-               *[dict(MMA=1, ASYNC=1, WARPS=w, MINB=m, DEPTH=d, XAHEAD=a)
+MMA_CONFIGS = [dict(MMA=1, ASYNC=0, WARPS=8, MINB=2, DEPTH=2, PAIR=0),
+               *[dict(MMA=1, ASYNC=1, WARPS=w, MINB=m, DEPTH=d, XAHEAD=a, PAIR=0)
                  for w, m, d, a in ((8, 2, 2, 0), (8, 2, 2, 1), (8, 2, 3, 1), (8, 2, 4, 0), (8, 2, 4, 1), (16, 1, 2, 0),
-                                    (16, 1, 2, 1), (16, 1, 4, 0), (16, 1, 4, 1))]]  # fmt: skip
+                                    (16, 1, 2, 1), (16, 1, 4, 0), (16, 1, 4, 1))],
+               *[dict(MMA=1, ASYNC=1, WARPS=w, MINB=m, DEPTH=d, XAHEAD=1, PAIR=1)
+                 for w, m, d in ((8, 2, 2), (8, 2, 3), (16, 1, 2))]]  # fmt: skip
 PRODUCT_CONFIGS = {  # nf4_gemv.cu's defaults of each product (MMA=0), then the tensor-core kernel's tilings
     1: [dict(MMA=0, R=4, DEPTH=2, WARPS=8, MINB=2), dict(MMA=0, R=2, DEPTH=3, WARPS=8, MINB=2),
         dict(MMA=0, R=2, DEPTH=2, WARPS=8, MINB=3), *MMA_CONFIGS],
@@ -245,7 +247,8 @@ PRODUCT_CONFIGS = {  # nf4_gemv.cu's defaults of each product (MMA=0), then the 
 ATTENTION_TILINGS = [*[dict(SPLITS=s, BLOCK_L=b, num_warps=w)
                        for s, b, w in ((64, 64, 4), (32, 32, 2), (64, 32, 1), (32, 16, 1), (64, 16, 1), (96, 16, 1),
                                        (64, 8, 1), (128, 8, 1))],
-                     dict(SPLITS=64, BLOCK_L=16, num_warps=1, num_stages=2)]  # fmt: skip
+                     dict(SPLITS=64, BLOCK_L=16, num_warps=1, num_stages=2),
+                     *[dict(SPLITS=s, BLOCK_L=b, num_warps=1, FUSED=1) for s, b in ((64, 16), (64, 32))]]  # fmt: skip
 
 
 def _attention_tilings(generator, bandwidth: float) -> list[dict]:

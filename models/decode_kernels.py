@@ -17,6 +17,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from models import scratch
 from models.grid_overlap import gdc_launch_dependents, gdc_wait, pdl_options
 
 
@@ -110,15 +111,20 @@ def rope_cache(
 
 @triton.jit
 def attention_split_kernel(
-    q_ptr, kc_ptr, vc_ptr, pos_ptr, part_ptr, lse_ptr, stride_q, stride_cb, stride_ch, scale, HQ, GROUP, NSPLIT,
-    D: tl.constexpr, BLOCK_L: tl.constexpr, PDL: tl.constexpr,
+    q_ptr, kc_ptr, vc_ptr, pos_ptr, part_ptr, lse_ptr, count_ptr, out_ptr, stride_q, stride_cb, stride_ch, scale, HQ,
+    GROUP, NSPLIT, D: tl.constexpr, BLOCK_L: tl.constexpr, SPLITS: tl.constexpr, FUSED: tl.constexpr,
+    PDL: tl.constexpr,
 ):  # fmt: skip
     """Program (b*HQ + h, s): softmax-weighted values of cache positions [s*chunk, (s+1)*chunk) up to pos[b], where
     the chunk is the length up to pos[b] shared among the NSPLIT programs of the head in whole BLOCK_L: programs past
     the length do nothing, so the grid can be sized for the whole cache and a graph replays at any position.
 
     Rounds like flash attention (what the eager model's SDPA runs at decode on a GPU): exponentials in base 2 of the
-    unscaled scores, and the weights rounded to the cache's dtype before they multiply the values."""
+    unscaled scores, and the weights rounded to the cache's dtype before they multiply the values.
+
+    FUSED: the head's last program to finish (an atomic count per head, which it leaves at 0 for the next launch)
+    combines the head's parts into ``out``, as ``attention_combine_kernel`` would, and programs past the length
+    write nothing."""
     _overlap(PDL)
     bh = tl.program_id(0)
     s = tl.program_id(1)
@@ -155,9 +161,36 @@ def attention_split_kernel(
             m = m_new
         tl.store(out_at, acc / total)
         tl.store(lse_ptr + bh * NSPLIT + s, m * scale + tl.log(total))
-    else:
+        if FUSED:
+            parts = tl.cdiv(length, chunk)  # the head's programs with positions
+            tl.debug_barrier()  # every thread's part is written before the count says so
+            if tl.atomic_add(count_ptr + bh, 1, sem="acq_rel") == parts - 1:
+                _combine(part_ptr, lse_ptr, out_ptr, bh, parts, NSPLIT, D, SPLITS, 8, ".cg")
+                tl.atomic_xchg(count_ptr + bh, 0)
+    elif not FUSED:
         tl.store(out_at, tl.zeros((D,), dtype=tl.float32))
         tl.store(lse_ptr + bh * NSPLIT + s, -float("inf"))
+
+
+@triton.jit
+def _combine(part_ptr, lse_ptr, out_ptr, bh, PARTS, NSPLIT, D: tl.constexpr, SPLITS: tl.constexpr,
+             CHUNK: tl.constexpr, CACHE: tl.constexpr):  # fmt: skip
+    """out[bh] = the head's first PARTS parts weighted by their softmax totals, CHUNK parts at a time (a one-warp
+    program holds CHUNK x D of them in registers)."""
+    s = tl.arange(0, SPLITS)
+    d = tl.arange(0, D)
+    lse = tl.load(lse_ptr + bh * NSPLIT + s, mask=s < PARTS, other=-float("inf"), cache_modifier=CACHE)
+    top = tl.max(lse, axis=0)
+    acc = tl.zeros((D,), dtype=tl.float32)
+    for c in range(0, PARTS, CHUNK):
+        r = c + tl.arange(0, CHUNK)
+        ok = r < PARTS
+        weight = tl.exp(tl.load(lse_ptr + bh * NSPLIT + r, mask=ok, other=-float("inf"), cache_modifier=CACHE) - top)
+        part = tl.load(part_ptr + (bh * NSPLIT + r)[:, None] * D + d[None, :], mask=ok[:, None], other=0.0,
+                       cache_modifier=CACHE)  # fmt: skip
+        acc += tl.sum(weight[:, None] * part, axis=0)
+    out = acc / tl.sum(tl.exp(lse - top), axis=0)
+    tl.store(out_ptr + bh * D + d, out.to(out_ptr.dtype.element_ty))
 
 
 @triton.jit
@@ -165,15 +198,7 @@ def attention_combine_kernel(
     part_ptr, lse_ptr, out_ptr, NSPLIT, D: tl.constexpr, SPLITS: tl.constexpr, PDL: tl.constexpr
 ):
     _overlap(PDL)
-    bh = tl.program_id(0)
-    s = tl.arange(0, SPLITS)
-    d = tl.arange(0, D)
-    ok = s < NSPLIT
-    lse = tl.load(lse_ptr + bh * NSPLIT + s, mask=ok, other=-float("inf"))
-    weight = tl.exp(lse - tl.max(lse, axis=0))
-    part = tl.load(part_ptr + (bh * NSPLIT + s)[:, None] * D + d[None, :], mask=ok[:, None], other=0.0)
-    out = tl.sum(weight[:, None] * part, axis=0) / tl.sum(weight, axis=0)
-    tl.store(out_ptr + bh * D + d, out.to(out_ptr.dtype.element_ty))
+    _combine(part_ptr, lse_ptr, out_ptr, tl.program_id(0), NSPLIT, NSPLIT, D, SPLITS, SPLITS, "")
 
 
 # programs per head (SPLITS, sharing the length up to the position), cache positions per iteration (BLOCK_L) and
@@ -183,6 +208,12 @@ def attention_combine_kernel(
 # batch 1 14.0 µs against 14.8
 ATTENTION_TILING = {"SPLITS": 64, "BLOCK_L": 16, "num_warps": 1}
 ATTENTION_TILING_BATCH1 = {"SPLITS": 64, "BLOCK_L": 32, "num_warps": 1}
+
+
+# the head's parts combined by its last program, not by a kernel of their own (tiling key "FUSED"; off: on an H200
+# the first version, which held all 64 parts of a head in one warp's registers, was slower at batch 4, 53.5 µs a
+# layer against 41.8)
+FUSED = False
 
 
 def attention_tiling(batch: int) -> dict:
@@ -200,17 +231,19 @@ def attention(
 
     batch, length = q.shape[0], cache_k.shape[2]
     tiling = dict(attention_tiling(batch), **(tiling or {}))
-    block = tiling["BLOCK_L"]
+    block, fused = tiling["BLOCK_L"], bool(tiling.get("FUSED", FUSED))
     splits = min(tiling["SPLITS"], triton.cdiv(length, block))
     part = torch.empty((batch * heads, splits, head_dim), dtype=torch.float32, device=q.device)
     lse = torch.empty((batch * heads, splits), dtype=torch.float32, device=q.device)
-    attention_split_kernel[(batch * heads, splits)](
-        q, cache_k, cache_v, pos, part, lse, q.stride(0), cache_k.stride(0), cache_k.stride(1), scale,
-        heads, heads // kv_heads, splits, D=head_dim, BLOCK_L=block, num_warps=tiling["num_warps"],
-        num_stages=tiling.get("num_stages", 3), **pdl_options(pdl),
-    )  # fmt: skip
     out = torch.empty((batch, heads * head_dim), dtype=q.dtype, device=q.device)
-    attention_combine_kernel[(batch * heads,)](
-        part, lse, out, splits, D=head_dim, SPLITS=triton.next_power_of_2(splits), **pdl_options(pdl)
-    )
+    counts = scratch.zeroed(q.device, "attention", batch * heads) if fused else lse  # (unused unless fused)
+    attention_split_kernel[(batch * heads, splits)](
+        q, cache_k, cache_v, pos, part, lse, counts, out, q.stride(0), cache_k.stride(0), cache_k.stride(1), scale,
+        heads, heads // kv_heads, splits, D=head_dim, BLOCK_L=block, SPLITS=triton.next_power_of_2(splits),
+        FUSED=fused, num_warps=tiling["num_warps"], num_stages=tiling.get("num_stages", 3), **pdl_options(pdl),
+    )  # fmt: skip
+    if not fused:
+        attention_combine_kernel[(batch * heads,)](
+            part, lse, out, splits, D=head_dim, SPLITS=triton.next_power_of_2(splits), **pdl_options(pdl)
+        )
     return out

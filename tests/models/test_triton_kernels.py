@@ -93,6 +93,7 @@ def test_a_weight_the_kernel_does_not_cover_is_refused():
 
 
 def test_norm_rotary_cache_write_and_attention_match_the_torch_ops():
+    from models import scratch
     from models.decode_kernels import attention, rmsnorm, rope_cache
     from models.decode_step import TorchOps
 
@@ -122,10 +123,15 @@ def test_norm_rotary_cache_write_and_attention_match_the_torch_ops():
     # product and the sum became one bf16 FMA)
     assert torch.equal(q_ours, q) and torch.equal(ours[0], caches[0])
     expected = torch_ops.attention(q, caches[0], caches[1], pos, heads, kv_heads, dim, dim**-0.5).float()
-    # the default; the length shared among 3 programs a head; among more programs than it has blocks (some idle)
+    # the default; the length shared among 3 programs a head; among more programs than it has blocks (some idle);
+    # each with the parts combined by the head's last program (the default) and by a kernel of their own
     for tiling in (None, {"SPLITS": 3, "BLOCK_L": 8, "num_warps": 2}, {"SPLITS": 16, "BLOCK_L": 4, "num_warps": 2}):
-        out = attention(q, caches[0], caches[1], pos, heads, kv_heads, dim, dim**-0.5, tiling=tiling)
-        assert _rel(out, expected) < 1e-2, tiling
+        for fused in (1, 0):
+            tiling = dict(tiling or {}, FUSED=fused)
+            out = attention(q, caches[0], caches[1], pos, heads, kv_heads, dim, dim**-0.5, tiling=tiling)
+            assert _rel(out, expected) < 1e-2, tiling
+            # the last program of each head leaves its count at 0 for the next launch (and graph replay)
+            assert not scratch.zeroed(q.device, "attention", batch * heads)[: batch * heads].any()
     one = attention(q[:1], caches[0][:1], caches[1][:1], pos[:1], heads, kv_heads, dim, dim**-0.5)  # batch 1's tiling
     assert _rel(one, expected[:1]) < 1e-2
     # sequences at different positions: each shares its own length among its programs
