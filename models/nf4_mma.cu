@@ -7,8 +7,9 @@
 // sums are one mma per 16 rows x 16 weights whatever the batch (up to the 8 columns of the instruction), so the
 // instructions per weight are those of decoding: one byte permute and one shared-memory load per pair.
 //
-// Layout. A unit is 16 rows (of gate and of up for SILU_MUL); the block's warps split its K into ranges of whole
-// steps of 128 weights per row (two scale blocks). In a step, lane (g = lane / 4, t = lane % 4) holds 8 bytes (16
+// Layout. A unit is 16 rows (of gate and of up for SILU_MUL; with PAIR 32 rows of one weight, 16 a slot as gate
+// and up are, so half the barriers per byte); the block's warps split its K into ranges of whole steps of 128
+// weights per row (two scale blocks). In a step, lane (g = lane / 4, t = lane % 4) holds 8 bytes (16
 // weights) of each scale block of rows g and g + 8, bytes 8t .. 8t + 7 of the block: the four lanes of a group read
 // one 32-byte sector. Byte 2m of them gives register a0 (row g) or a1 (row g + 8) of the block's m-th mma, byte
 // 2m + 1 gives a2 / a3, so mma slot 2t + {0,1} is weight 16t + 4m + {0,1} of the block and slot 2t + 8 + {0,1}
@@ -41,10 +42,10 @@
 //
 // Compile-time constants (-D): B (sequences, 1-8), WARPS (at most 16), MINB, DEPTH (steps whose bytes a warp has
 // requested: 2 or 3; with ASYNC the ring's steps, 2 to 8), ASYNC, PREFETCH (ASYNC: 128 or 256, each copy also
-// brings that many bytes around it into L2), XAHEAD, EPILOGUE (0 plain, 1 + residual, 2 silu(gate) * up), NESTED,
-// XF16, PDL, and SMEM_AT: the shared-memory address of the dynamic shared memory where models/nf4_cuda.py has read it
-// (nf4_mma_smem_at), so the table loads take it as an immediate offset (on Hopper the compiler adds a run-time base
-// otherwise, one more instruction per pair); -1: not known.
+// brings that many bytes around it into L2), XAHEAD, PAIR, EPILOGUE (0 plain, 1 + residual, 2 silu(gate) * up),
+// NESTED, XF16, PDL, and SMEM_AT: the shared-memory address of the dynamic shared memory where models/nf4_cuda.py
+// has read it (nf4_mma_smem_at), so the table loads take it as an immediate offset (on Hopper the compiler adds a
+// run-time base otherwise, one more instruction per pair); -1: not known.
 
 #include "nf4_common.cuh"
 
