@@ -44,22 +44,21 @@ MMA_FROM_BATCH = 3
 # the weights through a ring of 2 steps per warp (ASYNC), the inputs loaded a step ahead (XAHEAD), blocks of 8
 # warps, two a multiprocessor (gate·up's too: its ring of 4 steps left room for one). The same for o and down now
 # (it was 16 warps, 4 steps), kept apart because their best tiling has differed. PAIR (units of 32 rows) for q·k·v:
-# 21.2 µs against 22.2 at batch 4; o and down, with a third as many rows, were 18-28 % slower with it (fewer units
-# than blocks)
+# 21.2 µs against 22.2-22.6 at batch 4; o and down, with a third as many rows, were 18-28 % slower with it (fewer
+# units than blocks)
 MMA_CONFIG = {"MMA": 1, "WARPS": 8, "MINB": 2, "DEPTH": 2, "ASYNC": 1, "PREFETCH": 0, "XAHEAD": 1, "PAIR": 1}
 MMA_RESIDUAL_CONFIG = dict(MMA_CONFIG, PAIR=0)
 
 
 def default_config(batch: int, epilogue: int, k: int, mma: bool | None = None) -> dict:
     """The tensor-core kernel's tiling (``MMA_CONFIG``, ``MMA_RESIDUAL_CONFIG`` for o and down: warps per block, blocks
-    per multiprocessor, DEPTH, ASYNC, PREFETCH, XAHEAD; ``launch`` shortens the ring to the device's shared memory) from
-    ``MMA_FROM_BATCH`` sequences on, or where ``mma`` asks for it; otherwise nf4_gemv.cu's: rows per warp (R), warps
-    per block, blocks per multiprocessor the compiler must allow for (registers), and DEPTH: steps whose bytes a
-    warp has requested (2: the next one while it computes this one). The fastest of each product of the 13B step on
-    an H200 (bench/gpu_kernels.py --products, docs/benchmarks.md section 6): at batch 1, 4 rows per warp one step
-    ahead, but gate·up (2 rows of each) two steps ahead, and rows of 8,192 weights or more (down) 2 rows per warp
-    with 3 blocks per multiprocessor; larger batches need more registers per row, so fewer rows per warp and more
-    warps."""
+    per multiprocessor, DEPTH, ASYNC, PREFETCH, XAHEAD, PAIR; ``launch`` shortens the ring to the device's shared
+    memory) from ``MMA_FROM_BATCH`` sequences on, or where ``mma`` asks for it; otherwise nf4_gemv.cu's: rows per warp
+    (R), warps per block, blocks per multiprocessor the compiler must allow for (registers), and DEPTH: steps whose
+    bytes a warp has requested (2: the next one while it computes this one). The fastest of each product of the 13B step
+    on an H200 (bench/gpu_kernels.py --products, docs/benchmarks.md section 6): at batch 1, 4 rows per warp one step
+    ahead, but gate·up (2 rows of each) two steps ahead, and rows of 8,192 weights or more (down) 2 rows per warp with 3
+    blocks per multiprocessor; larger batches need more registers per row, so fewer rows per warp and more warps."""
     if mma if mma is not None else batch >= MMA_FROM_BATCH:
         return dict(MMA_RESIDUAL_CONFIG if epilogue == RESIDUAL else MMA_CONFIG)
     if batch == 1:
@@ -456,7 +455,8 @@ def _ring_that_fits(config: dict, epilogue: int, limit: int) -> dict:
 
 def mma_shared(config: dict, epilogue: int) -> int:
     """The shared memory a block of nf4_mma.cu needs: the pair table, and with ASYNC each warp's ring of DEPTH
-    steps (1,408 bytes per step and weight: 16 rows x 64 bytes, then three words per lane)."""
+    steps (1,408 bytes per step and slot of 16 rows, a weight's or PAIR's half: 16 rows x 64 bytes, then three
+    words per lane)."""
     slots = 2 if epilogue == SILU_MUL or config.get("PAIR") else 1
     return LUT_BYTES + (config["WARPS"] * config["DEPTH"] * slots * 1408 if config.get("ASYNC") else 0)
 
