@@ -446,7 +446,7 @@ def _ring_that_fits(config: dict, epilogue: int, limit: int) -> dict:
     while config["ASYNC"] and mma_shared(config, epilogue) > limit:
         if config["DEPTH"] > 2:
             config = dict(config, DEPTH=config["DEPTH"] - 1)
-        elif config.get("PAIR") and epilogue != SILU_MUL:
+        elif config.get("PAIR"):  # (gate·up has two slots either way: launch has set it to 0)
             config = dict(config, PAIR=0)
         else:
             config = dict(config, ASYNC=0, DEPTH=2, XAHEAD=0)
