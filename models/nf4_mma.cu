@@ -264,7 +264,8 @@ __device__ __forceinline__ void read_step(u32 stage, int lane, Step& st) {
       for (int h = 0; h < 2; ++h) st.codes[j][r][h] = lds64(at + half_at(g + 8 * r, h) + 8 * t);
     const u32 meta = lds32(at + META_AT + lane * 4);
 #if NESTED
-    st.q[j] = (meta & 0x100u) ? 0x100u : (lds32(at + SCALE_AT + lane * 4) >> meta) & 255u;
+    const u32 word = lds32(at + SCALE_AT + lane * 4);  // read whatever meta says: no branch around the load
+    st.q[j] = (meta & 0x100u) ? 0x100u : (word >> (meta & 31u)) & 255u;
 #else
     st.q[j] = meta;
 #endif
@@ -312,7 +313,6 @@ __device__ __forceinline__ void load_inputs(const u16* xrow, int s, int K, uint4
 // one step of a unit: 2 blocks x 4 mma per slot on inputs ``xv``, each block's sums scaled into ``acc``
 __device__ __forceinline__ void compute(const Step& st, const Cur& c, const uint4 (&xv)[2][2], const float* ncode,
                                         int lane, float (&acc)[SLOTS][4]) {
-  const int g = lane >> 2;
   const u32 lane4 = lane * 4;
   float scale[SLOTS];  // row g + 8 * (t / 2), block t % 2 of this step
 #pragma unroll
@@ -327,8 +327,10 @@ __device__ __forceinline__ void compute(const Step& st, const Cur& c, const uint
   for (int h = 0; h < 2; ++h) {
 #pragma unroll
     for (int j = 0; j < SLOTS; ++j) {
-      const float s_lo = __shfl_sync(0xFFFFFFFFu, scale[j], (g << 2) | h);      // row g
-      const float s_hi = __shfl_sync(0xFFFFFFFFu, scale[j], (g << 2) | 2 | h);  // row g + 8
+      // lanes h and 2 | h of the lane's group of 4 (width 4: the source lane is an immediate; made of the lane's
+      // index it took the thread index again from SR_TID.X at each step, the compiler being short of registers)
+      const float s_lo = __shfl_sync(0xFFFFFFFFu, scale[j], h, 4);      // row g
+      const float s_hi = __shfl_sync(0xFFFFFFFFu, scale[j], 2 | h, 4);  // row g + 8
       float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
       for (int m = 0; m < 4; ++m) {
@@ -407,7 +409,15 @@ extern "C" __global__ void __launch_bounds__(THREADS, MINB) nf4_mma(
 #if PDL && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  // the thread index through asm: with threadIdx.x the compiler read SR_TID.X again (a ~20-cycle wait on the short
+  // scoreboard, where Nsight Compute found 26 % of q·k·v's stall samples, many of them behind these reads) at each
+  // step to remake the lane's addresses, short of registers at 128 a thread; this way fewer times (q·k·v's sm_90
+  // build, with compute()'s shuffles: 8 reads against 13, which tests/models/test_nf4_cuda_source.py checks). With
+  // the scale word read without a branch, 4 % off the four products at batch 4 on an H200 (docs/benchmarks.md
+  // section 6, session 11)
+  u32 tid;
+  asm volatile("mov.u32 %0, %%tid.x;" : "=r"(tid));
+  const int lane = tid & 31, warp = tid >> 5;
   const int steps = ((K >> 6) + 1) >> 1;
   const int s0 = warp * steps / WARPS, my = (warp + 1) * steps / WARPS - s0;  // this warp's steps of every unit
   const int mine = blockIdx.x < units ? (units - 1 - blockIdx.x) / gridDim.x + 1 : 0;

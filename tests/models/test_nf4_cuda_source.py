@@ -95,6 +95,32 @@ def test_a_broken_source_is_reported_with_the_compiler_log(nvrtc, monkeypatch, t
         nf4_cuda.compile_cubin(next(_variants()), "sm_90")
 
 
+def _thread_index_reads(cubin: bytes, tmp_path: Path) -> int:
+    path = tmp_path / "kernel.cubin"
+    path.write_bytes(cubin)
+    sass = subprocess.run([_cuobjdump(), "-sass", str(path)], capture_output=True, text=True, check=True).stdout
+    return len(re.findall(r"S2R R\d+, SR_TID\.X", sass))
+
+
+def test_the_tensor_core_kernel_reads_the_thread_index_fewer_times_than_threadIdx_would(nvrtc, monkeypatch, tmp_path):
+    # at 128 registers a thread the compiler remade the lane's addresses from SR_TID.X at each step, each read a
+    # ~20-cycle wait (Nsight Compute, docs/benchmarks.md section 6, session 11): the kernel takes the index once
+    # through asm and gives the scale shuffles their lane within a group of 4 as an immediate
+    qkv = dict(nf4_cuda.MMA_CONFIG, B=4, EPILOGUE=nf4_cuda.PLAIN, NESTED=1, XF16=0, PDL=1, SMEM_AT=1024)
+    ours = _thread_index_reads(nf4_cuda.compile_cubin(qkv, "sm_90"), tmp_path)
+    source = nf4_cuda.MMA_SOURCE.read_text()
+    plain = re.sub(r'  u32 tid;\n  asm volatile\("mov\.u32 %0, %%tid\.x;" : "=r"\(tid\)\);\n'
+                   r"  const int lane = tid & 31, warp = tid >> 5;",
+                   "  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;", source)  # fmt: skip
+    plain = plain.replace("scale[j], h, 4)", "scale[j], ((lane >> 2) << 2) | h)")
+    plain = plain.replace("scale[j], 2 | h, 4)", "scale[j], ((lane >> 2) << 2) | 2 | h)")
+    assert plain.count("threadIdx.x") == source.count("threadIdx.x") + 2 and "h, 4)" not in plain  # (all undone)
+    (tmp_path / "plain.cu").write_text(plain)
+    monkeypatch.setattr(nf4_cuda, "MMA_SOURCE", tmp_path / "plain.cu")
+    theirs = _thread_index_reads(nf4_cuda.compile_cubin(qkv, "sm_90"), tmp_path)
+    assert ours * 1.3 < theirs
+
+
 def test_without_a_cuda_device_the_kernel_declines():
     import torch
 
