@@ -213,7 +213,8 @@ ATTENTION_TILING_BATCH1 = {"SPLITS": 64, "BLOCK_L": 32, "num_warps": 1}
 # the head's parts combined by its last program, not by a kernel of their own (tiling key "FUSED"). On an H200 the
 # first version, all 64 parts of a head in one warp's registers, was slower at batch 4 (53.5 µs a layer against
 # 41.8); this one, 8 parts at a time, faster (40.0 against 42.5 at batch 4, 13.9 against 15.0-15.2 at batch 1:
-# docs/benchmarks.md section 6, session 10). Off until the GPU tests and the decode bench have run with it
+# docs/benchmarks.md section 6, session 10). Off: in the decode step it gained nothing (batch 4 685.7 tok/s against
+# 683.1-686.3 without), and the profile put it at 1,600 µs a batch-4 step against 1,514 for the two kernels (session 11)
 FUSED = False
 
 
