@@ -53,11 +53,15 @@ def _variants():
                             yield dict(defines, PAIR=1)
 
 
-def _resources(cubin: bytes, tmp_path: Path) -> dict:
+def _dump(cubin: bytes, tmp_path: Path, what: str) -> str:  # cuobjdump -res-usage or -sass of a cubin
     path = tmp_path / "kernel.cubin"
     path.write_bytes(cubin)
-    report = subprocess.run([_cuobjdump(), "-res-usage", str(path)], capture_output=True, text=True, check=True)
-    return {key: int(value) for key, value in re.findall(r"(REG|STACK|LOCAL):(\d+)", report.stdout)}
+    return subprocess.run([_cuobjdump(), what, str(path)], capture_output=True, text=True, check=True).stdout
+
+
+def _resources(cubin: bytes, tmp_path: Path) -> dict:
+    report = _dump(cubin, tmp_path, "-res-usage")
+    return {key: int(value) for key, value in re.findall(r"(REG|STACK|LOCAL):(\d+)", report)}
 
 
 def test_every_default_variant_compiles_for_hopper_without_spilling(nvrtc, tmp_path):
@@ -96,10 +100,7 @@ def test_a_broken_source_is_reported_with_the_compiler_log(nvrtc, monkeypatch, t
 
 
 def _thread_index_reads(cubin: bytes, tmp_path: Path) -> int:
-    path = tmp_path / "kernel.cubin"
-    path.write_bytes(cubin)
-    sass = subprocess.run([_cuobjdump(), "-sass", str(path)], capture_output=True, text=True, check=True).stdout
-    return len(re.findall(r"S2R R\d+, SR_TID\.X", sass))
+    return len(re.findall(r"S2R R\d+, SR_TID\.X", _dump(cubin, tmp_path, "-sass")))
 
 
 def test_the_tensor_core_kernel_reads_the_thread_index_fewer_times_than_threadIdx_would(nvrtc, monkeypatch, tmp_path):
