@@ -363,6 +363,14 @@ def launch(x, weights, epilogue: int, residual, out, config=None, pdl: bool = Fa
         return None if "MMA" in given else launch(x, weights, epilogue, residual, out, config=given, pdl=pdl)
 
 
+def mma_half(batch: int, k: int) -> int:
+    """nf4_mma.cu's HALF: 0 (every step of 128 weights whole, so the copies and scales test nothing; 1.6 % off the
+    decode step at batch 4 on an H200, docs/benchmarks.md section 6, session 12) where K is a multiple of 128, up
+    to batch 4; 1 where K may end halfway through a step, and above batch 4, where that build at 128 registers a
+    thread kept a lane's constant in local memory (batches 7 and 8)."""
+    return int(k % 128 != 0 or batch > 4)
+
+
 def _mma_usable(device) -> bool:
     """The tensor-core kernel has not failed, and the GPU has bf16 mma (compute capability 8.0 and later)."""
     import torch
@@ -390,7 +398,7 @@ def _launch(x, weights, epilogue: int, residual, out, config: dict, pdl: bool):
     defines.update(B=batch, EPILOGUE=epilogue, NESTED=int(first.nested), XF16=int(x.dtype == torch.float16),
                    PDL=int(pdl))  # fmt: skip
     if mma:
-        defines["MMA"] = 1
+        defines.update(MMA=1, HALF=mma_half(batch, k))
     else:
         defines["XHOLES"] = int(holes)
     found = kernel(x.device, defines)

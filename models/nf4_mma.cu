@@ -43,9 +43,10 @@
 // Compile-time constants (-D): B (sequences, 1-8), WARPS (at most 16), MINB, DEPTH (steps whose bytes a warp has
 // requested: 2 or 3; with ASYNC the ring's steps, 2 to 8), ASYNC, PREFETCH (ASYNC: 128 or 256, each copy also
 // brings that many bytes around it into L2), XAHEAD, PAIR, EPILOGUE (0 plain, 1 + residual, 2 silu(gate) * up),
-// NESTED, XF16, PDL, and SMEM_AT: the shared-memory address of the dynamic shared memory where models/nf4_cuda.py
-// has read it (nf4_mma_smem_at), so the table loads take it as an immediate offset (on Hopper the compiler adds a
-// run-time base otherwise, one more instruction per pair); -1: not known.
+// NESTED, XF16, PDL, HALF (1: K may end halfway through a step; 0: every step whole, and nothing is tested for a
+// missing block or row: models/nf4_cuda.py's mma_half), and SMEM_AT: the shared-memory address of the dynamic
+// shared memory where models/nf4_cuda.py has read it (nf4_mma_smem_at), so the table loads take it as an immediate
+// offset (on Hopper the compiler adds a run-time base otherwise, one more instruction per pair); -1: not known.
 
 #include "nf4_common.cuh"
 
@@ -193,8 +194,12 @@ __device__ __forceinline__ void load_of(const Weights& w, int unit, int K, int l
   }
 }
 
+#ifndef HALF
+#define HALF 1  // K may end halfway through a step (K % 128 == 64); 0: it does not, every step has both blocks
+#endif
+
 // step s has its second scale block (not where K ends halfway through it, K % 128 == 64); the same for the warp
-__device__ __forceinline__ bool has_second(int s, int K) { return 2 * s + 1 < (K >> 6); }
+__device__ __forceinline__ bool has_second(int s, int K) { return !HALF || 2 * s + 1 < (K >> 6); }
 
 // step s's bytes and scales (blocks 2s and 2s + 1 of each row). Where K ends halfway through the step (K % 128 ==
 // 64), block 2s + 1 reads nothing: zeros, and its scale is 0 (so are its inputs).
@@ -237,7 +242,9 @@ __device__ __forceinline__ void copy_step(const Load& l, int s, int K, int lane,
       const u8* from = l.codes[j][r] + s * 64 - (whole ? 0 : 32);  // a readable address even where nothing is read
       copy16(at + half_at(g + 8 * r, t >> 1) + 16 * (t & 1), from, whole);
     }
-    const bool ok = l.scale_ok[j] && (second || !(lane & 1));  // as in load_step
+    // as in load_step; with HALF 0 every block exists, and a row past the end computes the last row's scale (its
+    // sums are never written), so nothing is flagged
+    const bool ok = !HALF || (l.scale_ok[j] && (second || !(lane & 1)));
     const int o = ok ? 2 * s : 0;  // (block 0 of the lane's row exists)
 #if NESTED
     const u8* code = l.absmax[j] + o;
@@ -265,7 +272,7 @@ __device__ __forceinline__ void read_step(u32 stage, int lane, Step& st) {
     const u32 meta = lds32(at + META_AT + lane * 4);
 #if NESTED
     const u32 word = lds32(at + SCALE_AT + lane * 4);  // read whatever meta says: no branch around the load
-    st.q[j] = (meta & 0x100u) ? 0x100u : (word >> (meta & 31u)) & 255u;
+    st.q[j] = (HALF && (meta & 0x100u)) ? 0x100u : (word >> (meta & 31u)) & 255u;
 #else
     st.q[j] = meta;
 #endif
@@ -318,7 +325,11 @@ __device__ __forceinline__ void compute(const Step& st, const Cur& c, const uint
 #pragma unroll
   for (int j = 0; j < SLOTS; ++j) {
 #if NESTED
+#if ASYNC && !HALF
+    scale[j] = ncode[c.table[j] * 256 + (st.q[j] & 255)] * st.nested[j] + c.offset[j];  // (nothing is flagged)
+#else
     scale[j] = (st.q[j] & 0x100) ? 0.0f : ncode[c.table[j] * 256 + (st.q[j] & 255)] * st.nested[j] + c.offset[j];
+#endif
 #else
     scale[j] = st.nested[j];
 #endif
