@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.gpu_measure import replay_us  # noqa: E402
 from offline import enforce_offline  # noqa: E402
 
 enforce_offline()
@@ -65,20 +66,6 @@ def kernel_table(decoder, batch: int, context: int, steps: int = 3) -> tuple[lis
     ]
     rows.sort(key=lambda r: -r["us"])
     return rows, sum(r["us"] for r in rows), graph_us
-
-
-def replay_us(decoder, batch: int, context: int) -> float:
-    """µs of one replay of the greedy step's graph at a cache of ``context`` tokens."""
-    from bench.gpu_measure import median_cuda
-
-    state = decoder._state(batch)
-    graph = state.graphs[True]
-
-    def replay():
-        state.pos.fill_(context)
-        graph.replay()
-
-    return median_cuda(replay, repeats=20) * 1e6
 
 
 def replay_us_without_overlap(decoder, batch: int, context: int) -> float:
