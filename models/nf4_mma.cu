@@ -197,6 +197,9 @@ __device__ __forceinline__ void load_of(const Weights& w, int unit, int K, int l
 #ifndef HALF
 #define HALF 1  // K may end halfway through a step (K % 128 == 64); 0: it does not, every step has both blocks
 #endif
+// a step's scale may be flagged 0x100 (no such block or row: scale 0). Not with the ring over whole steps (HALF 0):
+// a row past the end then computes the last row's scale, its sums never written
+#define FLAGS (HALF || !ASYNC)
 
 // step s has its second scale block (not where K ends halfway through it, K % 128 == 64); the same for the warp
 __device__ __forceinline__ bool has_second(int s, int K) { return !HALF || 2 * s + 1 < (K >> 6); }
@@ -242,9 +245,7 @@ __device__ __forceinline__ void copy_step(const Load& l, int s, int K, int lane,
       const u8* from = l.codes[j][r] + s * 64 - (whole ? 0 : 32);  // a readable address even where nothing is read
       copy16(at + half_at(g + 8 * r, t >> 1) + 16 * (t & 1), from, whole);
     }
-    // as in load_step; with HALF 0 every block exists, and a row past the end computes the last row's scale (its
-    // sums are never written), so nothing is flagged
-    const bool ok = !HALF || (l.scale_ok[j] && (second || !(lane & 1)));
+    const bool ok = !FLAGS || (l.scale_ok[j] && (second || !(lane & 1)));  // as in load_step
     const int o = ok ? 2 * s : 0;  // (block 0 of the lane's row exists)
 #if NESTED
     const u8* code = l.absmax[j] + o;
@@ -272,7 +273,7 @@ __device__ __forceinline__ void read_step(u32 stage, int lane, Step& st) {
     const u32 meta = lds32(at + META_AT + lane * 4);
 #if NESTED
     const u32 word = lds32(at + SCALE_AT + lane * 4);  // read whatever meta says: no branch around the load
-    st.q[j] = (HALF && (meta & 0x100u)) ? 0x100u : (word >> (meta & 31u)) & 255u;
+    st.q[j] = (FLAGS && (meta & 0x100u)) ? 0x100u : (word >> (meta & 31u)) & 255u;
 #else
     st.q[j] = meta;
 #endif
@@ -325,11 +326,8 @@ __device__ __forceinline__ void compute(const Step& st, const Cur& c, const uint
 #pragma unroll
   for (int j = 0; j < SLOTS; ++j) {
 #if NESTED
-#if ASYNC && !HALF
-    scale[j] = ncode[c.table[j] * 256 + (st.q[j] & 255)] * st.nested[j] + c.offset[j];  // (nothing is flagged)
-#else
-    scale[j] = (st.q[j] & 0x100) ? 0.0f : ncode[c.table[j] * 256 + (st.q[j] & 255)] * st.nested[j] + c.offset[j];
-#endif
+    scale[j] =
+        (FLAGS && (st.q[j] & 0x100)) ? 0.0f : ncode[c.table[j] * 256 + (st.q[j] & 255)] * st.nested[j] + c.offset[j];
 #else
     scale[j] = st.nested[j];
 #endif
@@ -425,7 +423,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, MINB) nf4_mma(
   // step to remake the lane's addresses, short of registers at 128 a thread; this way fewer times (q·k·v's sm_90
   // build, with compute()'s shuffles: 8 reads against 13, which tests/models/test_nf4_cuda_source.py checks). With
   // the scale word read without a branch, 4 % off the four products at batch 4 on an H200 (docs/benchmarks.md
-  // section 6, session 11)
+  // section 6, session 11). In the build of whole steps (HALF 0) threadIdx.x made the compiler spill to local
+  // memory instead, 3 % slower a batch-4 decode step (session 12)
   u32 tid;
   asm volatile("mov.u32 %0, %%tid.x;" : "=r"(tid));
   const int lane = tid & 31, warp = tid >> 5;
