@@ -20,8 +20,9 @@
 // and computed by lane (g, t) and passed to its group by shuffles. Values are the NF4 codes in the inputs'
 // dtype (bf16, or fp16 with XF16), from the 256-entry pair table held once per lane as in nf4_gemv.cu.
 //
-// After a unit each warp writes its sums to shared memory (two buffers, so one barrier per unit) and warp 0 adds
-// the warps' sums in a fixed order, applies the epilogue and writes: deterministic for a given WARPS.
+// After a unit each warp writes its sums to shared memory (two buffers, so one barrier per unit) and the block's
+// threads add the warps' sums, one row and sequence each, in a fixed order, apply the epilogue and write:
+// deterministic for a given WARPS.
 //
 // ASYNC: the weights' bytes and scales come through a ring of DEPTH steps per warp in shared memory (cp.async, after
 // the pair table), not registers. Register loads cannot stay in flight while older ones are used: the compiler
@@ -364,8 +365,40 @@ __device__ __forceinline__ int part_word(int buf, int warp, int v, int lane) {  
   return (i >> 5) * 64 + 32 + (i & 31);
 }
 
-// the unit's sums: each warp's into shared memory, then warp 0 adds them (warp order), applies the epilogue and
-// writes rows g, g + 8 of sequences 2t, 2t + 1; every warp of the block calls it once per unit
+// the unit's sums: each warp's into shared memory, then the block's threads add them, one sum of a row and sequence
+// each (warp order, as before), apply the epilogue and write; every warp of the block calls it once per unit.
+// Warp 0 used to add them all (8 values a lane) while the others went on to the next unit, so every unit's barrier
+// waited for it: the unit took warp 0's steps and the whole sum. Shared out, the batch-4 decode step took 2.6-4.1 %
+// less on an H200 (docs/benchmarks.md section 6, session 13). Two buffers still suffice: a thread reads buffer b
+// before it writes the next unit's sums to the other one and waits at that unit's barrier. The sums are the same
+// bits as before (the same additions in the same order)
+#define ITEMS ((EPILOGUE == 2 ? 1 : SLOTS) * 4 * 32)  // (slot, value, lane) of the sums the epilogue takes
+
+// item i of a unit's sums: the warps' partial sums of lane l's acc[j][v] added (warp order), the epilogue, the write
+__device__ __forceinline__ void sum_item(const Weights& w, int which, int row0, int buf, int i, const u16* res,
+                                         int stride_res, u16* out, int stride_out) {
+  const float* part = (const float*)smem;
+  const int j = i >> 7, v = (i >> 5) & 3, l = i & 31;
+  const int row = row0 + SLOT_ROWS * j + (l >> 2) + 8 * (v >> 1), seq = 2 * (l & 3) + (v & 1);
+  if (seq >= B || row >= w.n[which]) return;
+  float y = 0.0f;
+#pragma unroll 4  // (unrolled whole, some of q·k·v's builds kept a value in local memory at 128 registers a thread)
+  for (int k = 0; k < WARPS; ++k) y += part[part_word(buf, k, j * 4 + v, l)];
+  const int col = w.col0[which] + row;
+  y = to_float(round_out(y));
+#if EPILOGUE == 1
+  y += to_float(res[seq * stride_res + col]);
+#elif EPILOGUE == 2
+  float up = 0.0f;
+#pragma unroll
+  for (int k = 0; k < WARPS; ++k) up += part[part_word(buf, k, 4 + v, l)];
+  up = to_float(round_out(up));
+  const float gate = to_float(round_out(y / (1.0f + __expf(-y))));
+  y = gate * up;
+#endif
+  out[seq * stride_out + col] = round_out(y);
+}
+
 __device__ __forceinline__ void finish(const Weights& w, int unit, int buf, float (&acc)[SLOTS][4], int warp,
                                        int lane, const u16* res, int stride_res, u16* out, int stride_out) {
   float* part = (float*)smem;
@@ -377,36 +410,15 @@ __device__ __forceinline__ void finish(const Weights& w, int unit, int buf, floa
       acc[j][v] = 0.0f;
     }
   __syncthreads();
-  if (warp != 0) return;
-  float sum[SLOTS][4];
-#pragma unroll
-  for (int j = 0; j < SLOTS; ++j)
-#pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      float total = 0.0f;
-      for (int k = 0; k < WARPS; ++k) total += part[part_word(buf, k, j * 4 + v, lane)];
-      sum[j][v] = total;
-    }
   int first;
   const int which = weight_of(w, unit, first);
-  const int row0 = (unit - first) * UNIT_ROWS, g = lane >> 2, t = lane & 3;
-#pragma unroll
-  for (int j = 0; j < (EPILOGUE == 2 ? 1 : SLOTS); ++j)  // (gate and up give one output)
-#pragma unroll
-  for (int v = 0; v < 4; ++v) {
-    const int row = row0 + SLOT_ROWS * j + g + 8 * (v >> 1), seq = 2 * t + (v & 1);
-    if (seq < B && row < w.n[which]) {
-      const int col = w.col0[which] + row;
-      float y = to_float(round_out(sum[j][v]));
-#if EPILOGUE == 1
-      y += to_float(res[(size_t)seq * stride_res + col]);
-#elif EPILOGUE == 2
-      const float up = to_float(round_out(sum[1][v]));
-      const float gate = to_float(round_out(y / (1.0f + __expf(-y))));
-      y = gate * up;
-#endif
-      out[(size_t)seq * stride_out + col] = round_out(y);
-    }
+  const int row0 = (unit - first) * UNIT_ROWS;
+  if (ITEMS <= WARPS * 32) {  // one item a thread at most (every default tiling)
+    const int i = warp * 32 + lane;
+    if (i < ITEMS) sum_item(w, which, row0, buf, i, res, stride_res, out, stride_out);
+  } else {
+    for (int i = warp * 32 + lane; i < ITEMS; i += WARPS * 32)
+      sum_item(w, which, row0, buf, i, res, stride_res, out, stride_out);
   }
 }
 

@@ -31,10 +31,13 @@ def _rel(out, reference) -> float:
 CUDA = {"KERNEL": "cuda"}
 KERNELS = {"gemv": {"MMA": 0}, "mma": {"MMA": 1, "ASYNC": 0, "DEPTH": 2}, "ring": {"MMA": 1, "ASYNC": 1, "DEPTH": 4},
            "ahead": {"MMA": 1, "ASYNC": 1, "DEPTH": 2, "XAHEAD": 1, "PAIR": 0},
-           "pair": {"MMA": 1, "ASYNC": 1, "DEPTH": 2, "XAHEAD": 1, "PAIR": 1}}  # fmt: skip
+           "pair": {"MMA": 1, "ASYNC": 1, "DEPTH": 2, "XAHEAD": 1, "PAIR": 1},
+           "few": {"MMA": 1, "ASYNC": 1, "DEPTH": 2, "XAHEAD": 1, "PAIR": 1, "WARPS": 3, "MINB": 1},
+           "wide": {"MMA": 1, "ASYNC": 1, "DEPTH": 2, "XAHEAD": 1, "PAIR": 0, "WARPS": 16, "MINB": 1}}  # fmt: skip
 # nf4_gemv.cu; nf4_mma.cu with its weights through registers, through a ring of shared memory (cp.async),
 # through the ring with each step's inputs loaded during the step before (o and down's default from batch 3), and
-# that with units of 32 rows in two slots (q·k·v's default; gate·up's units are always two slots: gate and up)
+# that with units of 32 rows in two slots (q·k·v's default; gate·up's units are always two slots: gate and up); blocks
+# of 3 warps (fewer threads than a unit has sums: each adds several) and of 16
 
 
 def _cuda(x, weights, epilogue, residual=None, config=None):
@@ -75,7 +78,9 @@ def _replayed(product, like):
     + [("mma", b) for b in (1, 2, 3, 4, 5, 8)]
     + [("ring", b) for b in (1, 3, 4, 8)]
     + [("ahead", b) for b in (1, 3, 4, 8)]
-    + [("pair", b) for b in (1, 3, 4, 8)],
+    + [("pair", b) for b in (1, 3, 4, 8)]
+    + [("few", b) for b in (3, 4)]
+    + [("wide", 4)],
 )
 def test_each_epilogue_matches_the_dequantized_weights(n, k, kernel, batch):
     import torch
