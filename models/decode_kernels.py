@@ -205,8 +205,10 @@ def attention_combine_kernel(
 # warps: the fastest of bench/gpu_kernels.py --attention on an H200 (13B shapes, 1,503 positions, docs/benchmarks.md
 # section 6), one-warp programs: at batch 4 39.6 µs a layer (74 % of the copy bandwidth) against 50.2 µs for
 # four-warp programs of 64 positions each over the whole cache, whose programs past the length also cost; at
-# batch 1 14.0 µs against 14.8
-ATTENTION_TILING = {"SPLITS": 64, "BLOCK_L": 16, "num_warps": 1}
+# batch 1 14.0 µs against 14.8. From batch 2, 24 programs a head rather than 64: in the decode step at batch 4 (a
+# 1,500-token cache; bench/step_ab.py) 32 were 1.1-2.1 % faster than 64 in three runs (sessions 12 and 13), 24 another
+# 1.0-2.6 % in two, 16 no faster than 32
+ATTENTION_TILING = {"SPLITS": 24, "BLOCK_L": 16, "num_warps": 1}
 ATTENTION_TILING_BATCH1 = {"SPLITS": 64, "BLOCK_L": 32, "num_warps": 1}
 
 
