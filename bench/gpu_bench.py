@@ -121,7 +121,7 @@ def agreement(generator, vocab: int, prompts: int = 5, steps: int = 128) -> dict
 def measure(generator, vocab: int, new_tokens: int, bandwidth: float, rounds: int = 3) -> dict:
     import torch
 
-    from bench.gpu_measure import timed_cuda
+    from bench.gpu_measure import floor_tok_s, timed_cuda
     from models.llm import SamplingParams
 
     model = generator.model
@@ -175,7 +175,7 @@ def measure(generator, vocab: int, new_tokens: int, bandwidth: float, rounds: in
         result["prefill_captured_ms_median"] = statistics.median(captured) * 1000
         result["prefill_bucket"] = generator.decoder.last_prefill_size
     weights, kv = bytes_per_token(model, len(ids) + new_tokens // 2)
-    floor = bandwidth / (weights + kv)
+    floor = floor_tok_s(bandwidth, weights, kv)
     result.update(bytes_weights_gb=weights / 1e9, bytes_kv_gb=kv / 1e9, floor_tok_s=floor)
     if generator.decode_path == "captured":
         decoder = generator.decoder
@@ -186,6 +186,9 @@ def measure(generator, vocab: int, new_tokens: int, bandwidth: float, rounds: in
         decoder.generate(batch, SamplingParams(0, 1.0, 1.0, 4))  # captures the batch-4 step
         result["decode_tok_s_batch4_total"] = decode_rate(decoder, batch, new_tokens)
         result["batch4_over_batch1"] = result["decode_tok_s_batch4_total"] / result["decode_tok_s_batch1"]
+        result["floor_tok_s_batch4"] = floor_tok_s(bandwidth, weights, kv, 4)
+        result["pct_of_floor_batch4"] = 100 * result["decode_tok_s_batch4_total"] / result["floor_tok_s_batch4"]
+        result["batch4_over_batch1_at_floors"] = result["floor_tok_s_batch4"] / floor
         result["peak_allocated_batch4_gib"] = torch.cuda.max_memory_allocated() / GIB
         decoder.forget(4)
         result.update(agreement(generator, vocab))
@@ -381,7 +384,9 @@ def main() -> int:
         if "decode_tok_s_batch4_total" in first:
             print(
                 f"decode batch 4: {first['decode_tok_s_batch4_total']:.1f} tok/s total "
-                f"= {first['batch4_over_batch1']:.2f}x batch 1; peak batch 1 "
+                f"= {first['batch4_over_batch1']:.2f}x batch 1 = {first['pct_of_floor_batch4']:.0f}% of its floor "
+                f"{first['floor_tok_s_batch4']:.0f} tok/s (at the floors batch 4 would be "
+                f"{first['batch4_over_batch1_at_floors']:.2f}x batch 1); peak batch 1 "
                 f"{first['peak_allocated_batch1_gib']:.2f} GiB, batch 4 {first['peak_allocated_batch4_gib']:.2f} GiB\n"
                 f"captured vs eager logits, {first['agreement_steps']} steps: cosine min "
                 f"{first['agreement_cosine_min']:.5f}, mean {first['agreement_cosine_mean']:.5f}; "
