@@ -56,23 +56,6 @@ def decode_rate(decoder, input_ids, new_tokens: int) -> float:
     return input_ids.shape[0] * new_tokens / (long - short)
 
 
-def bytes_per_token(model, context: int) -> tuple[int, int]:
-    """Weight bytes one decode step reads (NF4 linears with their scales, the bf16 head, norms) and KV bytes."""
-    from bitsandbytes.nn import Linear4bit
-
-    from bench.gpu_measure import nf4_bytes
-    from models.footprint import kv_cache_bytes
-
-    weights = 0
-    for name, module in model.named_modules():
-        if isinstance(module, Linear4bit):
-            weights += nf4_bytes(module)
-        elif name.endswith("norm"):
-            weights += module.weight.numel() * module.weight.element_size()
-    head = model.get_output_embeddings().weight
-    return weights + head.numel() * head.element_size(), kv_cache_bytes(model.config, context, 1)
-
-
 def eager_step_logits(model, input_ids, tokens):
     """Logits of transformers' own decode steps (the bitsandbytes GEMV path), fed ``tokens`` one at a time."""
     import torch
@@ -121,7 +104,7 @@ def agreement(generator, vocab: int, prompts: int = 5, steps: int = 128) -> dict
 def measure(generator, vocab: int, new_tokens: int, bandwidth: float, rounds: int = 3) -> dict:
     import torch
 
-    from bench.gpu_measure import floor_tok_s, timed_cuda
+    from bench.gpu_measure import bytes_per_token, floor_tok_s, timed_cuda
     from models.llm import SamplingParams
 
     model = generator.model

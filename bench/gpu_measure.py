@@ -101,6 +101,22 @@ def nf4_bytes(module) -> int:
     return total
 
 
+def bytes_per_token(model, context: int) -> tuple[int, int]:
+    """Weight bytes one decode step reads (NF4 linears with their scales, the bf16 head, norms) and KV bytes."""
+    from bitsandbytes.nn import Linear4bit
+
+    from models.footprint import kv_cache_bytes
+
+    weights = 0
+    for name, module in model.named_modules():
+        if isinstance(module, Linear4bit):
+            weights += nf4_bytes(module)
+        elif name.endswith("norm"):
+            weights += module.weight.numel() * module.weight.element_size()
+    head = model.get_output_embeddings().weight
+    return weights + head.numel() * head.element_size(), kv_cache_bytes(model.config, context, 1)
+
+
 def random_13b_generator(folder):
     """zhiku's generator over the random-weight LLaMA-2-13B in ``folder`` (built there first if missing), NF4, a
     4,096-token cache; None without a CUDA GPU (the caller says so)."""
