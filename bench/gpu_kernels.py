@@ -2,13 +2,13 @@
 odd shapes.
 
 Run on a CUDA machine with bitsandbytes:
-    python bench/gpu_kernels.py [--quick] [--products] [--attention] [--out FILE.json]
+    python bench/gpu_kernels.py [--quick] [--products] [--attention] [--balance] [--out FILE.json]
 For each shape and batch: each kernel's error against bitsandbytes' dequantize + matmul (fp32 products of the
 bf16 weights it dequantizes), then the time of one product and of the 40 layers × 7 linears of the 13B model
 replayed in one CUDA graph, as % of the copy bandwidth measured in the same run. --products instead times each
 kind of product of the 13B step with each tiling of the two CUDA kernels (nf4_gemv.cu, MMA=0; the tensor-core
 nf4_mma.cu, MMA=1) at batch 1 and 4, and --attention the decode attention's tilings (how the defaults were
-chosen).
+chosen). --balance times o, down and gate·up with row counts whose units fall evenly over the blocks or not.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,6 +91,8 @@ def main() -> int:
     parser.add_argument("--products", action="store_true", help="instead: time each product type with each tiling")
     parser.add_argument("--attention", action="store_true", help="instead (or after --products): time the decode "
                         "attention's tilings")  # fmt: skip
+    parser.add_argument("--balance", action="store_true", help="instead: o, down and gate·up with as many rows as "
+                        "make a whole number of units a block, or not (how much the units left over cost)")  # fmt: skip
     args = parser.parse_args()
 
     import bitsandbytes as bnb
@@ -102,6 +105,13 @@ def main() -> int:
         return 2
     generator = torch.Generator(device="cuda").manual_seed(0)
     bandwidth = copy_bandwidth()
+    if args.balance:
+        rows = _unit_balance(generator, bandwidth)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"device": torch.cuda.get_device_name(0), "balance": rows}, indent=2))
+        columns = ["B", "product", "rows", "units", "kernel", "us", "pct_bw"]
+        print(table("units of 16 rows over the blocks", columns, [[r[c] for c in columns] for r in rows]))
+        return 0
     if args.products or args.attention:
         products = _per_product(generator, bandwidth) if args.products else []
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -286,6 +296,53 @@ def _print_products(products: list[dict]) -> None:
     columns = ["product", "B", "config", "us", "pct_bw"]
     print(table("each product type, 40 launches in one CUDA graph (CUDA kernel, overlapped)", columns,
                 [[r[c] for c in columns] for r in products]))  # fmt: skip
+
+
+# (product, K, row counts): 264 units of 16 rows are one a block for nf4_mma.cu's 264 blocks on an H200 (8 warps, two
+# a multiprocessor); the 13B's 5,120 rows make 320 (56 blocks take a second), gate·up's 13,824 make 864 (3.27 a block)
+BALANCE = (("down", 13824, (4224, 5120, 6336, 8448)), ("o", 5120, (4224, 5120, 8448)),
+           ("gate_up", 5120, (12672, 13824, 16896)))  # fmt: skip
+
+
+def _unit_balance(generator, bandwidth: float) -> list[dict]:
+    """Each product of ``BALANCE`` at batch 4 and 1 on both CUDA kernels (40 launches in a graph): does a product
+    whose units do not fall evenly over the blocks take the time of its last round of units?"""
+    import torch
+
+    from models import grid_overlap, nf4_cuda
+    from models.nf4_gemv import Nf4Weight, nf4_gemv
+
+    pdl = grid_overlap.supported(torch.device("cuda"))
+    gemv = {"KERNEL": "cuda", "MMA": 0}
+    rows = []
+    for batch in (4, 1):
+        for name, k, counts in BALANCE:
+            x = torch.randn(batch, k, device="cuda", generator=generator).bfloat16()
+            mma = dict(nf4_cuda.MMA_CONFIG if name == "gate_up" else nf4_cuda.MMA_RESIDUAL_CONFIG, KERNEL="cuda")
+            for n in counts:
+                weights = [quantized(n, k, generator) for _ in range(2 if name == "gate_up" else 1)]
+                w = [Nf4Weight.from_state(p, s) for p, s in weights]
+                res = torch.randn(batch, n, device="cuda", generator=generator).bfloat16()
+                for label, config in (("mma", mma), ("gemv", gemv)):
+                    if name == "gate_up":
+                        call = partial(nf4_gemv, x, w[0], up=w[1], config=config, pdl=pdl)
+                    else:
+                        call = partial(nf4_gemv, x, w[0], residual=res, config=config, pdl=pdl)
+                    seconds = graph_seconds(lambda call=call: [call() for _ in range(40)]) / 40
+                    size = sum(weight_bytes(p, s) for p, s in weights)
+                    rows.append(
+                        {
+                            "B": batch,
+                            "product": name,
+                            "rows": n,
+                            "units": n // 16,
+                            "kernel": label,
+                            "us": round(seconds * 1e6, 2),
+                            "pct_bw": round(100 * size / seconds / bandwidth, 1),
+                        }
+                    )
+                    print(rows[-1], flush=True)
+    return rows
 
 
 def _per_product(generator, bandwidth: float) -> list[dict]:
