@@ -48,6 +48,9 @@
 // missing block or row: models/nf4_cuda.py's mma_half), and SMEM_AT: the shared-memory address of the dynamic
 // shared memory where models/nf4_cuda.py has read it (nf4_mma_smem_at), so the table loads take it as an immediate
 // offset (on Hopper the compiler adds a run-time base otherwise, one more instruction per pair); -1: not known.
+// SMEM_AT holds for launches without clusters only: in a cluster, a block's shared-memory addresses carry its rank
+// from bit 24 (rank << 24 plus SMEM_AT), so a block of rank 1 reading at the immediate reads rank 0's memory (seen on
+// an H200, session 14, with a build that split the units left over between two blocks of a cluster; not kept).
 
 #include "nf4_common.cuh"
 
