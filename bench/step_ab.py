@@ -69,7 +69,7 @@ def _measure(decoder, variants: list, defaults: tuple, batch: int, context: int,
         _apply({}, defaults)
         decoder.forget(1)
         single.append(replay_us(decoder, 1, context))
-        shift = round_ % len(variants)  # each round starts one variant later: a step's place in the round counts
+        shift = round_ % len(variants)  # each round starts one variant later: none always follows the same one
         for name, variant in variants[shift:] + variants[:shift]:
             _apply(variant, defaults)
             decoder.forget(batch)  # captured again with this configuration
