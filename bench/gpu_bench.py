@@ -104,7 +104,7 @@ def agreement(generator, vocab: int, prompts: int = 5, steps: int = 128) -> dict
 def measure(generator, vocab: int, new_tokens: int, bandwidth: float, rounds: int = 3) -> dict:
     import torch
 
-    from bench.gpu_measure import bytes_per_token, floor_tok_s, timed_cuda
+    from bench.gpu_measure import bytes_per_token, floor_tok_s, ratio_at_floors, timed_cuda
     from models.llm import SamplingParams
 
     model = generator.model
@@ -171,7 +171,7 @@ def measure(generator, vocab: int, new_tokens: int, bandwidth: float, rounds: in
         result["batch4_over_batch1"] = result["decode_tok_s_batch4_total"] / result["decode_tok_s_batch1"]
         result["floor_tok_s_batch4"] = floor_tok_s(bandwidth, weights, kv, 4)
         result["pct_of_floor_batch4"] = 100 * result["decode_tok_s_batch4_total"] / result["floor_tok_s_batch4"]
-        result["batch4_over_batch1_at_floors"] = result["floor_tok_s_batch4"] / floor
+        result["batch4_over_batch1_at_floors"] = ratio_at_floors(weights, kv, 4)
         result["peak_allocated_batch4_gib"] = torch.cuda.max_memory_allocated() / GIB
         decoder.forget(4)
         result.update(agreement(generator, vocab))

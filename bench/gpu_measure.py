@@ -29,6 +29,11 @@ def floor_tok_s(bandwidth: float, weights: int, kv: int, batch: int = 1) -> floa
     return batch * bandwidth / (weights + batch * kv)
 
 
+def ratio_at_floors(weights: int, kv: int, batch: int) -> float:
+    """Batch ``batch``'s tokens a second over batch 1's if both ran at their floors (``floor_tok_s``)."""
+    return floor_tok_s(1.0, weights, kv, batch) / floor_tok_s(1.0, weights, kv)
+
+
 def timed_cuda(fn, repeats: int = 5) -> list[float]:
     """Host-clock seconds of ``fn()``, synchronized before and after (for work that includes host steps)."""
     import time

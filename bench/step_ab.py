@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.gpu_measure import RANDOM_13B, bytes_per_token, floor_tok_s, random_13b_generator, replay_us  # noqa: E402
+from bench.gpu_measure import RANDOM_13B, bytes_per_token, random_13b_generator, ratio_at_floors, replay_us  # noqa: E402
 from offline import enforce_offline  # noqa: E402
 
 enforce_offline()
@@ -111,7 +111,7 @@ def main() -> int:
                          f"{100 * (step / statistics.median(times['defaults']) - 1):+.1f}%",
                          f"{args.batch * one / step:.3f}"])  # fmt: skip
         weights, kv = bytes_per_token(generator.model, context)
-        floors = floor_tok_s(1.0, weights, kv, args.batch) / floor_tok_s(1.0, weights, kv)
+        floors = ratio_at_floors(weights, kv, args.batch)
         title = (f"decode step at batch {args.batch}, cache {context} tokens (batch 1: {one:.0f} µs a step; at the "
                  f"floors batch {args.batch} / batch 1 = {floors:.2f})")  # fmt: skip
         print(table(title, ["variant", "µs/step", "rounds", "vs defaults", f"batch {args.batch} / batch 1"], rows))
