@@ -304,6 +304,11 @@ BALANCE = (("down", 13824, (4224, 5120, 6336, 8448)), ("o", 5120, (4224, 5120, 8
            ("gate_up", 5120, (12672, 13824, 16896)))  # fmt: skip
 
 
+def _per_layer(launch) -> float:
+    """Seconds of one ``launch()``, replayed as the 13B's 40 layers in one CUDA graph."""
+    return graph_seconds(lambda: [launch() for _ in range(40)]) / 40
+
+
 def _unit_balance(generator, bandwidth: float) -> list[dict]:
     """Each product of ``BALANCE`` at batch 4 and 1 on both CUDA kernels (40 launches in a graph): does a product
     whose units do not fall evenly over the blocks take the time of its last round of units?"""
@@ -323,13 +328,13 @@ def _unit_balance(generator, bandwidth: float) -> list[dict]:
                 weights = [quantized(n, k, generator) for _ in range(2 if name == "gate_up" else 1)]
                 w = [Nf4Weight.from_state(p, s) for p, s in weights]
                 res = torch.randn(batch, n, device="cuda", generator=generator).bfloat16()
+                size = sum(weight_bytes(p, s) for p, s in weights)
                 for label, config in (("mma", mma), ("gemv", gemv)):
                     if name == "gate_up":
                         call = partial(nf4_gemv, x, w[0], up=w[1], config=config, pdl=pdl)
                     else:
                         call = partial(nf4_gemv, x, w[0], residual=res, config=config, pdl=pdl)
-                    seconds = graph_seconds(lambda call=call: [call() for _ in range(40)]) / 40
-                    size = sum(weight_bytes(p, s) for p, s in weights)
+                    seconds = _per_layer(call)
                     rows.append(
                         {
                             "B": batch,
@@ -378,7 +383,7 @@ def _per_product(generator, bandwidth: float) -> list[dict]:
                     print(f"{name} {config}: more shared memory than a block may have", flush=True)
                     continue  # (launch would shorten the ring, and the label would not say what ran)
                 config = dict(config, KERNEL="cuda")
-                seconds = graph_seconds(lambda call=call, config=config: [call(config) for _ in range(40)]) / 40
+                seconds = _per_layer(partial(call, config))
                 label = " ".join(f"{k}={v}" for k, v in config.items() if k != "KERNEL")
                 rows.append({"product": name, "B": batch, "config": label, "tiling": config, "us": seconds * 1e6,
                              "pct_bw": 100 * size[name] / seconds / bandwidth})  # fmt: skip
