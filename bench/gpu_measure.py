@@ -86,7 +86,7 @@ def graph_seconds(fn, repeats: int = 20) -> float:
 def replay_us(decoder, batch: int, context: int) -> float:
     """µs of one replay of ``decoder``'s greedy step graph at ``batch`` and a cache of ``context`` tokens (captured
     first where it is not)."""
-    state = decoder._state(batch)
+    state = decoder._state(batch, context + 1)
     graph = state.graphs[True]
 
     def replay():

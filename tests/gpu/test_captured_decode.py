@@ -157,6 +157,38 @@ def test_overlapped_launches_change_no_bit_of_the_step(small_llama):
     generator.unload()
 
 
+def test_a_batch_is_captured_over_a_cache_sized_to_its_call(small_llama):
+    """A batch's captured step over a cache sized to its call gives the very tokens and logits it gives over a
+    cache of the governor's whole reserve (attention reads up to the position, whatever the cache holds), in a
+    quarter of the memory here; batch 1 keeps the whole reserve."""
+    import torch
+
+    from models.captured_decoder import BATCH_POSITIONS
+    from models.llm import Generator, LlmSpec, SamplingParams
+
+    generator = Generator(LlmSpec(model=str(small_llama), quantization="nf4", device="cuda", context_tokens=2048))
+    decoder = generator.decoder
+    ids = torch.randint(3, 32000, (4, 300), device="cuda", generator=torch.Generator(device="cuda").manual_seed(0))
+    params = SamplingParams(temperature=0, repetition_penalty=1.0, max_new_tokens=32)
+
+    def cache_bytes(state) -> int:
+        return sum(t.numel() * t.element_size() for t in (*state.cache_k, *state.cache_v))
+
+    whole_state = decoder._state(4)  # the whole reserve, as every batch had before
+    assert whole_state.max_len == 2048
+    whole = decoder.generate(ids, params, True)
+    whole_bytes = cache_bytes(whole_state)
+    decoder.forget(4)
+    sized = decoder.generate(ids, params, True)
+    state = decoder._states[4]
+    assert state.max_len == 2 * BATCH_POSITIONS  # 300 + 32 positions, rounded up
+    assert cache_bytes(state) * 4 == whole_bytes
+    assert torch.equal(sized[0], whole[0])
+    assert all(torch.equal(a, b) for a, b in zip(sized[1], whole[1], strict=True))
+    assert decoder._states[1].max_len == 2048
+    generator.unload()
+
+
 def test_captured_prefill_leaves_the_models_own_logits_and_cache(small_llama):
     """At load a prefill graph is captured for every bucket up to the cache's size; a prompt of any length replays
     its bucket's graph and leaves the model's own last logits, keys and values, within bf16 rounding (a padded

@@ -92,6 +92,31 @@ def test_stops_at_the_end_token_and_falls_back_when_the_prompt_outgrows_the_cach
     assert text == tokenizer.decode(_eager(model, input_ids, 6, repetition_penalty=1.0), skip_special_tokens=True)
 
 
+@pytest.mark.slow
+def test_a_batch_gets_a_cache_sized_to_its_call_and_a_larger_one_when_a_call_needs_more(smollm2_nf4):
+    from models.captured_decoder import BATCH_POSITIONS
+
+    model, tokenizer = smollm2_nf4
+    decoder = _decoder(model, tokenizer, max_len=1024)
+    input_ids = _prompt(tokenizer, "Explain how a hash table handles collisions.").repeat(3, 1)
+    length = input_ids.shape[1]
+    params = SamplingParams(temperature=0, repetition_penalty=1.0, max_new_tokens=16)
+    decoder._state(3)  # a cache of the whole reserve, as every batch had before
+    assert decoder._states[3].max_len == 1024
+    whole, _ = decoder.generate(input_ids, params)
+    decoder.forget(3)
+    sized, _ = decoder.generate(input_ids, params)
+    assert decoder._states[3].max_len == BATCH_POSITIONS < 1024  # the prompt and 16 tokens, rounded up
+    assert torch.equal(sized, whole)  # the cache's size changes no token
+    assert all(torch.equal(sized[row], sized[0]) for row in (1, 2))
+    longer = SamplingParams(temperature=0, repetition_penalty=1.0, max_new_tokens=BATCH_POSITIONS - length + 8)
+    tokens, _ = decoder.generate(input_ids, longer)
+    assert tokens.shape == (3, longer.max_new_tokens)  # made again, larger: nothing cut short
+    assert decoder._states[3].max_len == 2 * BATCH_POSITIONS
+    assert torch.equal(tokens[:, :16], sized)
+    assert decoder._states[1].max_len == 1024  # batch 1 (made at load) holds the governor's whole reserve
+
+
 def test_greedy_choice_and_penalty_match_transformers_processors():
     from transformers import RepetitionPenaltyLogitsProcessor
 
